@@ -1,0 +1,128 @@
+"""Build a torch reference and the JAX model from the same weights and compare them.
+
+Outputs are compared as `max|jax - torch| / max(1, max|torch|)`. The per-layer report pairs
+every torch Conv2d / ConvTranspose2d / BatchNorm2d with its Flax twin through the arch's
+key map and lists their output differences in execution order, so the first layer that
+diverges is where a conversion went wrong.
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+import torch
+from flax import nnx
+
+from parity.references import REFERENCES
+from unet_jax import registry
+from unet_jax.convert.engine import _dotted
+from unet_jax.layers import BatchNorm, ConvTranspose2d
+
+# Stated tolerances on max|diff| / max(1, max|reference|) (see spec/conversion.md).
+TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+
+
+@dataclasses.dataclass(frozen=True)
+class Diff:
+    name: str
+    shape: tuple
+    max_abs: float
+    max_rel: float
+    argmax_agreement: float | None = None  # % of pixels whose predicted class agrees
+
+
+def reference_for(config) -> torch.nn.Module:
+    """The torch reference of `config`'s arch, with torch's default random init."""
+    return REFERENCES[registry.arch_of_config(config).name](config)
+
+
+def randomize_batchnorm(module: torch.nn.Module, seed: int = 0) -> None:
+    """Non-default BatchNorm statistics and affine parameters (a swapped mean/var shows)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (), generator=g)))
+
+
+def random_reference(config, seed: int = 0) -> torch.nn.Module:
+    """A torch reference in eval mode with random weights and BatchNorm statistics."""
+    torch.manual_seed(seed)
+    module = reference_for(config)
+    randomize_batchnorm(module, seed)
+    return module.eval()
+
+
+def _as_list(y) -> list:
+    return list(y) if isinstance(y, (list, tuple)) else [y]
+
+
+def torch_forward(module: torch.nn.Module, x_nhwc: np.ndarray) -> list[np.ndarray]:
+    """The reference's outputs (a list, one entry per head) as NHWC arrays."""
+    dtype = torch.float64 if x_nhwc.dtype == np.float64 else torch.float32
+    module = module.to(dtype)
+    with torch.no_grad():
+        ys = _as_list(module(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).copy()).to(dtype)))
+    return [y.numpy().transpose(0, 2, 3, 1) for y in ys]
+
+
+def jax_forward(model: nnx.Module, x_nhwc: np.ndarray) -> list[np.ndarray]:
+    return [np.asarray(y) for y in _as_list(model(jax.numpy.asarray(x_nhwc)))]
+
+
+def diff(name: str, ref: np.ndarray, got: np.ndarray, *, argmax: bool = False) -> Diff:
+    if ref.shape != got.shape:
+        raise AssertionError(f"{name}: torch shape {ref.shape} != jax shape {got.shape}")
+    err = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    max_abs = float(err.max()) if err.size else 0.0
+    scale = max(1.0, float(np.abs(ref).max()) if ref.size else 0.0)
+    agree = float((ref.argmax(-1) == got.argmax(-1)).mean() * 100) if argmax else None
+    return Diff(name, ref.shape, max_abs, max_abs / scale, agree)
+
+
+def compare_outputs(ref: list[np.ndarray], got: list[np.ndarray]) -> list[Diff]:
+    """One `Diff` per output (four with deep supervision)."""
+    if len(ref) != len(got):
+        raise AssertionError(f"torch returned {len(ref)} outputs, jax {len(got)}")
+    return [diff(f"output[{i}]" if len(ref) > 1 else "output", r, g, argmax=r.shape[-1] > 1)
+            for i, (r, g) in enumerate(zip(ref, got))]
+
+
+def layer_diffs(module: torch.nn.Module, model: nnx.Module, x_nhwc: np.ndarray) -> list[Diff]:
+    """Output differences of every conv / transposed conv / BatchNorm, in torch's execution
+    order, each named by its torch module name."""
+    torch_out: dict[str, np.ndarray] = {}
+    hooks = []
+    for name, m in module.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.BatchNorm2d)):
+            def hook(_m, _inp, out, name=name):  # clone now: an inplace ReLU may follow
+                torch_out[name] = out.detach().clone().numpy().transpose(0, 2, 3, 1)
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        torch_forward(module, x_nhwc)
+    finally:
+        for h in hooks:
+            h.remove()
+
+    _, captured = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(
+        jax.numpy.asarray(x_nhwc))
+    jax_out = {_dotted(path[:-1]): np.asarray(v.get_value()) for path, v in captured.flat_state()
+               if path[-1] == "__call__"}
+    rules = registry.arch_of_config(model.config).key_map(model.config)
+    flax_to_torch = {}
+    for path, m in nnx.iter_modules(model):
+        if isinstance(m, (nnx.Conv, ConvTranspose2d, BatchNorm)):
+            leaf = f"{_dotted(path)}.{'scale' if isinstance(m, BatchNorm) else 'kernel'}"
+            key = next(t for r in rules if (t := r.match_flax(leaf)) is not None)
+            flax_to_torch[key.rsplit(".", 1)[0]] = _dotted(path)
+    return [diff(name, ref, _first(jax_out[flax_to_torch[name]]))
+            for name, ref in torch_out.items() if flax_to_torch.get(name) in jax_out]
+
+
+def _first(v):
+    return v[0] if isinstance(v, tuple) else v

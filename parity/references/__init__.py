@@ -1,0 +1,19 @@
+"""Torch references with the upstream key layout, one factory per registered arch."""
+
+import dataclasses
+
+from parity.references import bubbliiiing, imgseg, labml, semseg, unetpp
+
+
+def _kwargs(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+REFERENCES = {
+    "semseg_unet": lambda c: semseg.unet(**_kwargs(c)),
+    "labml_unet": lambda c: labml.UNet(**_kwargs(c)),
+    "imgseg_unet": lambda c: imgseg.U_Net(**_kwargs(c)),
+    "unetpp": lambda c: unetpp.UnetPlusPlus(**_kwargs(c)),
+    "vgg16_unet": lambda c: bubbliiiing.Unet(backbone="vgg", **_kwargs(c)),
+    "resnet50_unet": lambda c: bubbliiiing.Unet(backbone="resnet50", **_kwargs(c)),
+}

@@ -1,0 +1,9 @@
+"""unet-jax: the U-Net family in Flax NNX with exact PyTorch weight parity."""
+
+from unet_jax import models  # noqa: F401  (registers the archs)
+from unet_jax.convert.api import CheckpointError, ConversionError, load_torch, to_torch_state_dict
+from unet_jax.registry import create_model, list_models
+
+__all__ = ["CheckpointError", "ConversionError", "create_model", "list_models", "load_torch",
+           "to_torch_state_dict"]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""torch <-> Flax conversion: key maps (keymap), the engine, file reading (io), the API."""

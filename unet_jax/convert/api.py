@@ -1,0 +1,85 @@
+"""load_torch / to_torch_state_dict: torch state_dict <-> Flax NNX model, for every arch."""
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from flax import nnx
+
+from unet_jax import registry
+from unet_jax.convert.engine import ConversionError, export_state, load_into
+from unet_jax.convert.io import CheckpointError, read_state_dict
+
+__all__ = ["CheckpointError", "ConversionError", "infer_arch", "load_torch",
+           "load_torch_with_report", "to_torch_state_dict"]
+
+
+def infer_arch(shapes: registry.Shapes):
+    """(arch, config) read off a checkpoint's key names and shapes."""
+    found = [(arch, cfg) for arch in registry.all_archs() if (cfg := arch.infer(shapes))]
+    if len(found) != 1:
+        keys = ", ".join(list(shapes)[:6])
+        what = "none" if not found else " and ".join(a.name for a, _ in found)
+        raise ConversionError(
+            "a known arch", f"the checkpoint (keys {keys}, ...)", [], [],
+            [f"its keys match {what} of the known archs ({', '.join(registry.list_models())}); "
+             "pass arch= explicitly"])
+    return found[0]
+
+
+def _config_for(arch_name: str | None, shapes: registry.Shapes, overrides: dict):
+    if arch_name is None:
+        arch, config = infer_arch(shapes)
+    else:
+        arch = registry.get_arch(arch_name)
+        config = arch.infer(shapes) or registry.make_config(arch.name)
+    upstream = {arch.uniform.get(k, k): v for k, v in overrides.items()}
+    unknown = set(upstream) - set(arch.options)
+    if unknown:
+        raise TypeError(f"{arch.name} has no option {', '.join(sorted(unknown))}; "
+                        f"options: {', '.join(arch.options)}")
+    return arch, dataclasses.replace(config, **upstream)
+
+
+def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None = None, *,
+                           strict: bool = True, dtype=None, **config):
+    """`load_torch`, also returning the report {"mapped", "ignored", "defaulted", "skipped"}."""
+    if dtype is not None and np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")
+    state, label = read_state_dict(source)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    spec, cfg = _config_for(arch, shapes, config)
+    try:
+        model, report = load_into(lambda: registry.build(cfg), spec.key_map(cfg), state,
+                                  target=f"{spec.name} {cfg}", source=label, strict=strict,
+                                  dtype=dtype)
+    except ConversionError as e:
+        if arch is not None:
+            other = [a.name for a in registry.all_archs() if a.name != arch and a.infer(shapes)]
+            if other:
+                raise ConversionError(f"{spec.name} (its keys look like a {other[0]} checkpoint)",
+                                      label, e.missing, e.unexpected, e.mismatched) from None
+        raise
+    model.eval()
+    return model, report
+
+
+def load_torch(source: str | os.PathLike | Mapping, arch: str | None = None, *,
+               strict: bool = True, dtype=None, **config) -> nnx.Module:
+    """A model with the weights of a torch checkpoint, in eval mode.
+
+    `source` is a path (.pth/.pt/.bin/.safetensors) or a mapping of tensors/arrays; wrappers
+    (`state_dict`, `model_state_dict`, `model`) and `module.` prefixes are removed. Without
+    `arch`, the arch and its config are read off the keys and shapes; `config` overrides
+    options (upstream names or `num_classes`/`in_channels`). Strict by default: one error
+    lists every missing, unexpected and mis-shaped key. `dtype` casts floating parameters.
+    """
+    return load_torch_with_report(source, arch, strict=strict, dtype=dtype, **config)[0]
+
+
+def to_torch_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
+    """{torch key: np.ndarray}; loads into the upstream torch model with strict=True."""
+    arch = registry.arch_of_config(model.config)
+    return export_state(model, arch.key_map(model.config))

@@ -1,0 +1,199 @@
+"""Primitives with PyTorch semantics, NHWC.
+
+Every torch quirk the models depend on lives here once: torch's default init, the exact
+BatchNorm2d update, transposed convolutions in torch's weight layout, ceil-mode pooling,
+align-corners bilinear and nearest upsampling, and the two upstream crop rules.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def _torch_uniform(bound: float):
+    """U(-bound, bound): torch's default init for conv weights and biases."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def conv2d(in_ch: int, out_ch: int, kernel: int, *, stride: int = 1, padding: int = 0,
+           bias: bool = True, rngs: nnx.Rngs) -> nnx.Conv:
+    """torch.nn.Conv2d(in_ch, out_ch, kernel, stride, padding) with torch's default init.
+
+    Padding is explicit and symmetric: Flax 'SAME' pads (0, 1) on even inputs at stride 2.
+    """
+    bound = 1.0 / math.sqrt(in_ch * kernel * kernel)
+    return nnx.Conv(
+        in_ch, out_ch, (kernel, kernel), strides=stride, padding=((padding, padding),) * 2,
+        use_bias=bias, kernel_init=_torch_uniform(bound), bias_init=_torch_uniform(bound),
+        rngs=rngs)
+
+
+class ConvTranspose2d(nnx.Module):
+    """torch.nn.ConvTranspose2d(in_ch, out_ch, kernel, stride, padding), NHWC.
+
+    `kernel` is torch's weight `(in, out, kh, kw)` stored as `(kh, kw, in, out)`.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, *, stride: int, padding: int = 0,
+                 rngs: nnx.Rngs):
+        # torch computes fan_in from weight.size(1) = out_ch for transposed convs.
+        bound = 1.0 / math.sqrt(out_ch * kernel * kernel)
+        init = _torch_uniform(bound)
+        self.kernel = nnx.Param(init(rngs.params(), (kernel, kernel, in_ch, out_ch)))
+        self.bias = nnx.Param(init(rngs.params(), (out_ch,)))
+        self.stride = stride
+        self.padding = padding
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel[...].astype(x.dtype)
+        kh, kw, _, out_ch = k.shape
+        if kh == kw == self.stride and self.padding == 0:
+            # Non-overlapping taps: an einsum + depth-to-space. Same numbers as the generic
+            # transposed conv, and its gradient is far cheaper on XLA:CPU.
+            b, h, w, _ = x.shape
+            y = jnp.einsum("bhwc,ijco->bhiwjo", x, k).reshape(b, h * kh, w * kw, out_ch)
+        else:
+            # A transposed conv is a conv of the dilated input with the flipped kernel.
+            pad = ((kh - 1 - self.padding,) * 2, (kw - 1 - self.padding,) * 2)
+            y = jax.lax.conv_transpose(x, k[::-1, ::-1], (self.stride,) * 2, pad,
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + self.bias[...].astype(x.dtype)
+
+
+class BatchNorm(nnx.Module):
+    """torch.nn.BatchNorm2d(num_features) (eps 1e-5, momentum 0.1), NHWC.
+
+    Training mode normalises with the biased batch variance and, like torch, updates
+    `var` with the unbiased one and counts `num_batches_tracked`. Statistics are computed
+    in float32 at least, whatever the compute dtype. Under `jax.jit` with the batch sharded
+    over a mesh, the batch mean is global, so the statistics are synchronised.
+    """
+
+    def __init__(self, num_features: int, *, use_running_average: bool = False,
+                 rngs: nnx.Rngs | None = None):
+        self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+        self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+        self.use_running_average = use_running_average
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        stat_dtype = jnp.promote_types(x.dtype, self.mean[...].dtype)
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            xs = x.astype(stat_dtype)
+            mean = xs.mean(axis=(0, 1, 2))
+            var = jnp.square(xs - mean).mean(axis=(0, 1, 2))
+            n = x.size // x.shape[-1]
+            unbiased = var * (n / max(n - 1, 1))
+            self.mean[...] = (0.9 * self.mean[...] + 0.1 * mean).astype(self.mean[...].dtype)
+            self.var[...] = (0.9 * self.var[...] + 0.1 * unbiased).astype(self.var[...].dtype)
+            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+        scale = self.scale[...].astype(stat_dtype) * jax.lax.rsqrt(var.astype(stat_dtype) + 1e-5)
+        shift = self.bias[...].astype(stat_dtype) - mean.astype(stat_dtype) * scale
+        return (x.astype(stat_dtype) * scale + shift).astype(x.dtype)
+
+
+def max_pool2(x: jax.Array) -> jax.Array:
+    """nn.MaxPool2d(2): floors odd sizes."""
+    return nnx.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+
+
+def max_pool3_s2_ceil(x: jax.Array) -> jax.Array:
+    """nn.MaxPool2d(3, 2, padding=0, ceil_mode=True)."""
+
+    def right_pad(n: int) -> int:
+        out = -(-(n - 3) // 2) + 1
+        if (out - 1) * 2 >= n:  # torch drops a window that would start in the padding
+            out -= 1
+        return max(0, (out - 1) * 2 + 3 - n)
+
+    pad = ((0, right_pad(x.shape[1])), (0, right_pad(x.shape[2])))
+    return nnx.max_pool(x, (3, 3), strides=(2, 2), padding=pad)  # pads with -inf, as torch
+
+
+def upsample_nearest2(x: jax.Array) -> jax.Array:
+    """nn.Upsample(scale_factor=2) / nn.UpsamplingNearest2d(2)."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation weights sampling at dst * (n_in-1) / (n_out-1)."""
+    src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    m = np.zeros((n_out, n_in), np.float64)
+    m[np.arange(n_out), lo] += 1.0 - frac
+    m[np.arange(n_out), hi] += frac
+    return m
+
+
+def upsample_bilinear2(x: jax.Array) -> jax.Array:
+    """nn.UpsamplingBilinear2d(scale_factor=2), i.e. bilinear with align_corners=True.
+
+    `jax.image.resize` uses half-pixel centres (align_corners=False) and differs by O(1).
+    The resize is written as two small matmuls with exact weights (two non-zeros a row).
+    """
+    _, h, w, _ = x.shape
+    mh = jnp.asarray(_align_corners_matrix(h, 2 * h), x.dtype)
+    mw = jnp.asarray(_align_corners_matrix(w, 2 * w), x.dtype)
+    hp = jax.lax.Precision.HIGHEST
+    y = jnp.einsum("oh,bhwc->bowc", mh, x, precision=hp)
+    return jnp.einsum("pw,bowc->bopc", mw, y, precision=hp)
+
+
+def crop_like_semseg(skip: jax.Array, up: jax.Array, valid_sizes: str) -> jax.Array:
+    """pytorch-semseg unetUp: `F.pad(skip, 2 * [offset // 2, offset // 2])`.
+
+    offset = up.H - skip.H (negative), so `-offset // 2` is cropped from every side; the
+    offset is computed from H only and applied to W as well. torch's `cat` then fails when
+    the sizes disagree (odd offsets, non-square mismatches): so do we, naming valid sizes.
+    """
+    c = -((up.shape[1] - skip.shape[1]) // 2)
+    cropped = skip[:, c:skip.shape[1] - c, c:skip.shape[2] - c, :]
+    if cropped.shape[1:3] != up.shape[1:3]:
+        raise ValueError(
+            f"input size not supported: a skip connection of size {skip.shape[1:3]} cropped by "
+            f"{c} per side gives {cropped.shape[1:3]}, the upsampled path is {up.shape[1:3]} "
+            f"(torch fails here too). {valid_sizes}")
+    return cropped
+
+
+def center_crop(skip: jax.Array, h: int, w: int) -> jax.Array:
+    """torchvision `center_crop(skip, [h, w])`: offset `int(round((H - h) / 2))` per axis.
+
+    Python's round is half-to-even, so a difference of 1 crops 0 and a difference of 3
+    crops 2 from the top/left.
+    """
+    top = int(round((skip.shape[1] - h) / 2.0))
+    left = int(round((skip.shape[2] - w) / 2.0))
+    return skip[:, top:top + h, left:left + w, :]
+
+
+def require_same_size(skip: jax.Array, up: jax.Array, valid_sizes: str) -> None:
+    """Raise where torch's `cat` would fail on a spatial size mismatch."""
+    if skip.shape[1:3] != up.shape[1:3]:
+        raise ValueError(
+            f"input size not supported: a skip connection of size {skip.shape[1:3]} meets an "
+            f"upsampled path of size {up.shape[1:3]} (torch fails here too). {valid_sizes}")
+
+
+def check_input(x: jax.Array, in_channels: int, min_size: int, arch: str) -> None:
+    """Reject inputs that are not NHWC with `in_channels` channels and at least `min_size`."""
+    if x.ndim != 4 or x.shape[-1] != in_channels:
+        raise ValueError(
+            f"{arch} expects NHWC input with {in_channels} channels, got shape {tuple(x.shape)}"
+            " (convert torch's NCHW with x.transpose(0, 2, 3, 1))")
+    if min(x.shape[1:3]) < min_size:
+        raise ValueError(f"{arch}: input {tuple(x.shape[1:3])} is too small; "
+                         f"the smallest input is {min_size}x{min_size}")

@@ -1,0 +1,1 @@
+"""Encoders shared by several archs."""

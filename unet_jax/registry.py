@@ -1,0 +1,97 @@
+"""The model registry: arch name -> model class, config, key map and config inference."""
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flax import nnx
+
+from unet_jax.convert.keymap import Rule
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    """Everything the library knows about one architecture."""
+
+    name: str
+    model: Callable[..., nnx.Module]  # model(**asdict(config), rngs=...)
+    config: type  # frozen dataclass of the upstream constructor arguments
+    key_map: Callable[[Any], list[Rule]]  # config -> rules
+    infer: Callable[[Shapes], Any]  # checkpoint shapes -> config, or None if not this arch
+    uniform: Mapping[str, str]  # {"num_classes": upstream name, "in_channels": upstream name}
+    source: str  # one line: upstream repository and class
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The constructor's defaults, which are the upstream constructor's."""
+        cls = self.model.func if isinstance(self.model, functools.partial) else self.model
+        params = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in params
+                if p.default is not p.empty and p.name in self.options}
+
+    @property
+    def options(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.config)]
+
+
+_ARCHS: dict[str, Arch] = {}
+
+
+def register(arch: Arch) -> Arch:
+    _ARCHS[arch.name] = arch
+    return arch
+
+
+def get_arch(name: str) -> Arch:
+    if name not in _ARCHS:
+        raise ValueError(f"unknown arch {name!r}; known archs: {', '.join(list_models())}")
+    return _ARCHS[name]
+
+
+def all_archs() -> list[Arch]:
+    return [_ARCHS[n] for n in list_models()]
+
+
+def list_models() -> list[str]:
+    """The registered arch names, sorted."""
+    return sorted(_ARCHS)
+
+
+def make_config(name: str, **kwargs):
+    """The config of arch `name` from upstream-named and uniform keyword arguments."""
+    arch = get_arch(name)
+    fields = set(arch.options)
+    values = dict(arch.defaults)
+    for key, value in kwargs.items():
+        upstream = arch.uniform.get(key, key)
+        if upstream not in fields:
+            raise TypeError(f"{name} has no option {key!r}; options: {', '.join(sorted(fields))}"
+                            f" (and {', '.join(sorted(arch.uniform))})")
+        values[upstream] = value
+    return arch.config(**values)
+
+
+def build(config, *, seed: int = 0) -> nnx.Module:
+    """The model described by `config` (any registered config type), freshly initialised."""
+    arch = arch_of_config(config)
+    return arch.model(**dataclasses.asdict(config), rngs=nnx.Rngs(seed))
+
+
+def arch_of_config(config) -> Arch:
+    for arch in _ARCHS.values():
+        if type(config) is arch.config:
+            return arch
+    raise TypeError(f"{type(config).__name__} is not the config of a registered arch")
+
+
+def create_model(name: str, *, seed: int = 0, **kwargs) -> nnx.Module:
+    """A freshly initialised model, in training mode like a new torch module.
+
+    `kwargs` are the upstream constructor arguments, or the uniform `num_classes` /
+    `in_channels`.
+    """
+    return build(make_config(name, **kwargs), seed=seed)
