@@ -1,6 +1,6 @@
 """Build a torch reference and the JAX model from the same weights and compare them.
 
-Outputs are compared as `max|jax - torch| / max(1, max|torch|)`. The per-layer report pairs
+Outputs are compared as `max|jax - torch| / max(1, max|torch|)`. The per-layer comparison pairs
 every torch Conv2d / ConvTranspose2d / BatchNorm2d with its Flax twin through the arch's
 key map and lists their output differences in execution order, so the first layer that
 diverges is where a conversion went wrong.
@@ -80,6 +80,8 @@ def diff(name: str, ref: np.ndarray, got: np.ndarray, *, argmax: bool = False) -
         raise AssertionError(f"{name}: torch shape {ref.shape} != jax shape {got.shape}")
     err = np.abs(ref.astype(np.float64) - got.astype(np.float64))
     max_abs = float(err.max()) if err.size else 0.0
+    if np.isnan(max_abs):  # a NaN anywhere is an infinite difference, never a pass
+        max_abs = float("inf")
     scale = max(1.0, float(np.abs(ref).max()) if ref.size else 0.0)
     agree = float((ref.argmax(-1) == got.argmax(-1)).mean() * 100) if argmax else None
     return Diff(name, ref.shape, max_abs, max_abs / scale, agree)
@@ -93,36 +95,116 @@ def compare_outputs(ref: list[np.ndarray], got: list[np.ndarray]) -> list[Diff]:
             for i, (r, g) in enumerate(zip(ref, got))]
 
 
-def layer_diffs(module: torch.nn.Module, model: nnx.Module, x_nhwc: np.ndarray) -> list[Diff]:
-    """Output differences of every conv / transposed conv / BatchNorm, in torch's execution
-    order, each named by its torch module name."""
-    torch_out: dict[str, np.ndarray] = {}
+def compare(module: torch.nn.Module, model: nnx.Module, x_nhwc: np.ndarray
+            ) -> tuple[list[Diff], list[Diff]]:
+    """(output diffs, layer diffs) from one forward pass of each model. Layer diffs cover
+    every conv / transposed conv / BatchNorm in torch's execution order, named by torch
+    module name."""
+    torch_layers: dict[str, np.ndarray] = {}
     hooks = []
     for name, m in module.named_modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.BatchNorm2d)):
             def hook(_m, _inp, out, name=name):  # clone now: an inplace ReLU may follow
-                torch_out[name] = out.detach().clone().numpy().transpose(0, 2, 3, 1)
+                torch_layers[name] = out.detach().clone().numpy().transpose(0, 2, 3, 1)
             hooks.append(m.register_forward_hook(hook))
     try:
-        torch_forward(module, x_nhwc)
+        ref = torch_forward(module, x_nhwc)
     finally:
         for h in hooks:
             h.remove()
 
-    _, captured = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(
+    y, captured = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(
         jax.numpy.asarray(x_nhwc))
-    jax_out = {_dotted(path[:-1]): np.asarray(v.get_value()) for path, v in captured.flat_state()
-               if path[-1] == "__call__"}
     rules = registry.arch_of_config(model.config).key_map(model.config)
-    flax_to_torch = {}
+    flax_name_of = {}
     for path, m in nnx.iter_modules(model):
         if isinstance(m, (nnx.Conv, ConvTranspose2d, BatchNorm)):
             leaf = f"{_dotted(path)}.{'scale' if isinstance(m, BatchNorm) else 'kernel'}"
             key = next(t for r in rules if (t := r.match_flax(leaf)) is not None)
-            flax_to_torch[key.rsplit(".", 1)[0]] = _dotted(path)
-    return [diff(name, ref, _first(jax_out[flax_to_torch[name]]))
-            for name, ref in torch_out.items() if flax_to_torch.get(name) in jax_out]
+            flax_name_of[key.rsplit(".", 1)[0]] = _dotted(path)
+    wanted = set(flax_name_of.values())
+    jax_layers = {_dotted(path[:-1]): np.asarray(_first(v.get_value()))
+                  for path, v in captured.flat_state()
+                  if path[-1] == "__call__" and _dotted(path[:-1]) in wanted}
+    layers = [diff(name, out, jax_layers[flax_name_of[name]])
+              for name, out in torch_layers.items() if flax_name_of.get(name) in jax_layers]
+    return compare_outputs(ref, [np.asarray(a) for a in _as_list(y)]), layers
 
 
-def _first(v):
-    return v[0] if isinstance(v, tuple) else v
+def _first(value):
+    """The first recorded output (`sow` keeps a tuple of calls)."""
+    return value[0] if isinstance(value, tuple) else value
+
+
+def default_size(arch: str) -> tuple[int, int]:
+    """A valid input near 256x256 for `arch`."""
+    return (252, 252) if arch == "semseg_unet" else (256, 256)
+
+
+@dataclasses.dataclass
+class ParityReport:
+    """Outputs and per-layer differences of one checkpoint, torch vs JAX."""
+
+    arch: str
+    size: tuple[int, int]
+    batch: int
+    dtype: str
+    outputs: list[Diff]
+    layers: list[Diff]
+
+    @property
+    def tolerance(self) -> float:
+        return TOLERANCE[self.dtype]
+
+    @property
+    def ok(self) -> bool:
+        return all(d.max_rel <= self.tolerance for d in self.outputs)
+
+    @property
+    def first_bad_layer(self) -> Diff | None:
+        return next((d for d in self.layers if d.max_rel > self.tolerance), None)
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "size": list(self.size), "batch": self.batch,
+                "dtype": self.dtype, "tolerance": self.tolerance, "ok": self.ok,
+                "outputs": [dataclasses.asdict(d) for d in self.outputs],
+                "first_bad_layer": self.first_bad_layer and self.first_bad_layer.name,
+                "layers": [dataclasses.asdict(d) for d in self.layers]}
+
+    def format(self, all_layers: bool = False) -> str:
+        h, w = self.size
+        lines = [f"{self.arch}: input {self.batch}x{h}x{w} {self.dtype}, tolerance "
+                 f"max|diff|/max(1,max|torch|) <= {self.tolerance:g}",
+                 f"{'output':<12} {'shape':<20} {'max abs':>10} {'max rel':>10} {'argmax %':>9}"]
+        for d in self.outputs:
+            agree = "-" if d.argmax_agreement is None else f"{d.argmax_agreement:.2f}"
+            lines.append(f"{d.name:<12} {str(d.shape):<20} {d.max_abs:>10.2e} {d.max_rel:>10.2e} "
+                         f"{agree:>9}")
+        bad = self.first_bad_layer
+        shown = self.layers if all_layers else [d for d in self.layers if d is bad]
+        lines.append(f"layers compared: {len(self.layers)}, worst max rel "
+                     f"{max((d.max_rel for d in self.layers), default=0.0):.2e}; first beyond "
+                     f"tolerance: {bad.name if bad else 'none'}")
+        lines += [f"  {d.name:<40} {str(d.shape):<20} {d.max_rel:>10.2e}" for d in shown]
+        lines.append("PASS" if self.ok else "FAIL")
+        return "\n".join(lines)
+
+
+def check_state_dict(state_dict: dict[str, np.ndarray], model: nnx.Module,
+                     size: tuple[int, int], batch: int = 1, dtype: str = "float32",
+                     seed: int = 0) -> ParityReport:
+    """Load `state_dict` into the torch reference of `model`'s arch (strict) and compare
+    both on a seeded random input."""
+    reference = reference_for(model.config)
+    reference.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()},
+                              strict=True)
+    reference.eval()
+    channels = reference_in_channels(model.config)
+    x = np.random.default_rng(seed).standard_normal((batch, *size, channels)).astype(dtype)
+    arch = registry.arch_of_config(model.config).name
+    return ParityReport(arch, size, batch, dtype, *compare(reference, model, x))
+
+
+def reference_in_channels(config) -> int:
+    names = ("in_channels", "img_ch")
+    return next(getattr(config, n) for n in names if hasattr(config, n))

@@ -63,7 +63,7 @@ def _load_torch_file(path: Path) -> Any:
                 "which could run code (torch.load weights_only=True rejected it). Re-save it "
                 "as `torch.save(model.state_dict(), path)` from code you trust.") from e
         raise CheckpointError(f"{path} is not a torch checkpoint ({e})") from e
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # torch raises many types for a damaged or foreign file
         raise CheckpointError(f"{path} is truncated or not a torch checkpoint "
                               f"({type(e).__name__}: {str(e).splitlines()[0]})") from e
 
@@ -87,3 +87,27 @@ def read_state_dict(source: str | os.PathLike | Mapping) -> tuple[dict[str, np.n
     label = f"checkpoint {str(path)!r}"
     obj = _load_safetensors(path) if path.suffix == ".safetensors" else _load_torch_file(path)
     return unwrap(obj, label), label
+
+
+def write_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
+    """Write a state_dict as .safetensors or, for any other suffix, torch.save; atomically."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; choose a new file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+            save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, partial)
+        else:
+            try:
+                import torch
+            except ImportError as e:
+                raise CheckpointError(f"writing {path} needs torch: pip install "
+                                      "'unet-jax[torch]', or write .safetensors") from e
+            torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, partial)
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,33 @@
+"""Shared fixtures: small configs of every arch and random inputs."""
+
+import numpy as np
+import pytest
+
+# Small widths for most tests; each entry: (config kwargs, two input sizes, one non-square).
+SMALL = {
+    "semseg_unet": (dict(feature_scale=16, n_classes=3), [(188, 188), (204, 188)]),
+    "labml_unet": (dict(base_width=8, out_channels=3), [(64, 64), (45, 37)]),
+    "imgseg_unet": (dict(base_width=8, output_ch=2), [(32, 32), (48, 32)]),
+    "unetpp": (dict(base_width=8, num_classes=3, deep_supervision=True), [(32, 32), (32, 48)]),
+    "vgg16_unet": (dict(num_classes=4), [(32, 32), (48, 32)]),
+    "resnet50_unet": (dict(num_classes=4), [(64, 64), (64, 96)]),
+}
+# Upstream default widths, one input each (the smallest sensible size keeps CI fast).
+FULL = {
+    "semseg_unet": (dict(feature_scale=4, n_classes=21), (188, 204)),
+    "labml_unet": (dict(in_channels=3, out_channels=1), (48, 48)),
+    "imgseg_unet": (dict(img_ch=3, output_ch=1), (32, 48)),
+    "unetpp": (dict(num_classes=2, deep_supervision=True), (32, 32)),
+    "vgg16_unet": (dict(num_classes=21), (64, 48)),
+    "resnet50_unet": (dict(num_classes=21), (64, 64)),
+}
+
+
+def random_input(h: int, w: int, channels: int = 3, batch: int = 2, seed: int = 0,
+                 dtype=np.float32) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, h, w, channels)).astype(dtype)
+
+
+@pytest.fixture
+def rng_input():
+    return random_input

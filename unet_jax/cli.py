@@ -1,0 +1,208 @@
+"""`unet-jax` command line: list, convert, parity, export, train, bench, demo.
+
+Commands that compare against torch (`parity`, `convert` verification, `demo`) import the
+torch references from the `parity` package lazily; the rest never import torch.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_value(text: str):
+    """`--set` values: JSON literals (3, 0.5, true) or, failing that, the plain string."""
+    lowered = {"true": "true", "false": "false"}.get(text.lower(), text)
+    try:
+        return json.loads(lowered)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set expects key=value, got {pair!r}")
+        out[key] = parse_value(value)
+    return out
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    h, sep, w = text.lower().partition("x")
+    try:
+        return (int(h), int(w)) if sep else (int(h), int(h))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW or N, got {text!r}") from None
+
+
+def cmd_list(args) -> int:
+    from unet_jax import registry
+    for arch in registry.all_archs():
+        opts = ", ".join(f"{k}={v!r}" for k, v in arch.defaults.items())
+        print(f"{arch.name:<14} {arch.source}\n{'':<14} options: {opts}")
+    return 0
+
+
+def _parity_report(state, model, size, batch, dtype):
+    from parity import harness
+    size = size or harness.default_size(_arch_name(model))
+    return harness.check_state_dict(state, model, size, batch, dtype)
+
+
+def _arch_name(model) -> str:
+    from unet_jax import registry
+    return registry.arch_of_config(model.config).name
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cmd_convert(args) -> int:
+    import unet_jax
+    from unet_jax.convert.api import load_torch_with_report
+    from unet_jax.convert.io import read_state_dict
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"error: {out} exists and is not empty; nothing written")
+    model, report = load_torch_with_report(args.checkpoint, args.arch, **parse_sets(args.set))
+    n_params = sum(int(np.prod(v.shape)) for v in _param_leaves(model))
+    print(f"arch:    {_arch_name(model)}\nconfig:  {model.config}\nparams:  {n_params:,}")
+    print(f"keys:    {len(report['mapped'])} mapped, {len(report['ignored'])} ignored"
+          + (f" ({', '.join(report['ignored'][:6])}{', ...' if len(report['ignored']) > 6 else ''})"
+             if report["ignored"] else "")
+          + (f", {len(report['defaulted'])} absent and defaulted (num_batches_tracked)"
+             if report["defaulted"] else ""))
+    if args.verify and _torch_available():
+        state, _ = read_state_dict(args.checkpoint)
+        result = _parity_report(state, model, args.size, 1, "float32")
+        print(result.format())
+        if not result.ok:
+            print("error: parity check failed; nothing written", file=sys.stderr)
+            return 1
+    elif args.verify:
+        print("parity: skipped (torch is not installed)")
+    unet_jax.save(model, out)
+    print(f"saved:   {out}")
+    return 0
+
+
+def _param_leaves(model):
+    import jax
+    from flax import nnx
+    return jax.tree.leaves(nnx.state(model, nnx.Param))
+
+
+def cmd_parity(args) -> int:
+    import jax
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    from unet_jax.convert.api import load_torch_with_report
+    from unet_jax.convert.io import read_state_dict
+    model, _ = load_torch_with_report(args.checkpoint, args.arch, dtype=args.dtype,
+                                      **parse_sets(args.set))
+    state, _ = read_state_dict(args.checkpoint)
+    result = _parity_report(state, model, args.size, args.batch, args.dtype)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format(args.layers))
+    return 0 if result.ok else 1
+
+
+def cmd_export(args) -> int:
+    import unet_jax
+    from unet_jax.convert.io import write_state_dict
+    model = unet_jax.load(args.directory)
+    state = unet_jax.to_torch_state_dict(model)
+    path = write_state_dict(state, args.output)
+    print(f"wrote {path} ({_arch_name(model)}, {len(state)} keys)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Seeded torch checkpoint of every arch -> convert -> parity report."""
+    import torch
+
+    import unet_jax
+    from parity import harness
+    from unet_jax import registry
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in registry.list_models():
+            config = registry.make_config(arch)
+            reference = harness.random_reference(config, seed=args.seed)
+            path = Path(tmp) / f"{arch}.pth"
+            torch.save(reference.state_dict(), path)
+            model = unet_jax.load_torch(path)
+            state = {k: v.numpy() for k, v in reference.state_dict().items()}
+            size = (188, 188) if arch == "semseg_unet" else (64, 64)
+            result = harness.check_state_dict(state, model, size, batch=1)
+            print(result.format(), end="\n\n")
+            failures += not result.ok
+    print(f"{len(registry.list_models()) - failures} of {len(registry.list_models())} archs "
+          "match torch")
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unet-jax", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="the archs, their options and sources").set_defaults(fn=cmd_list)
+
+    c = sub.add_parser("convert", help="torch checkpoint -> verified, saved JAX model")
+    c.add_argument("checkpoint")
+    c.add_argument("--arch", help="skip arch inference")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="config option override")
+    c.add_argument("-o", "--output", required=True, help="new directory for the saved model")
+    c.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the parity check against the torch reference")
+    c.add_argument("--size", type=parse_size, help="parity input HxW (default: near 256)")
+    c.set_defaults(fn=cmd_convert)
+
+    q = sub.add_parser("parity", help="prove a checkpoint converts exactly")
+    q.add_argument("checkpoint")
+    q.add_argument("--arch")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE")
+    q.add_argument("--size", type=parse_size, help="input HxW (default: near 256)")
+    q.add_argument("--batch", type=int, default=1)
+    q.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    q.add_argument("--layers", action="store_true", help="print every layer's difference")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.set_defaults(fn=cmd_parity)
+
+    e = sub.add_parser("export", help="saved JAX model -> torch .pth / .safetensors")
+    e.add_argument("directory")
+    e.add_argument("-o", "--output", required=True)
+    e.set_defaults(fn=cmd_export)
+
+    d = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from unet_jax.convert.engine import ConversionError
+    from unet_jax.convert.io import CheckpointError
+    try:
+        return args.fn(args)
+    except (ConversionError, CheckpointError, FileNotFoundError, FileExistsError, ValueError,
+            TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
