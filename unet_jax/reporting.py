@@ -1,0 +1,86 @@
+"""Training output: a progress bar, metrics as JSONL and TensorBoard events (tensorboardX,
+no TensorFlow), and at the end PNGs of the curves and of input / truth / prediction."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+
+class Logger:
+    """Writes under `workdir`: metrics.jsonl, tb/ (events), curves.png, predictions.png.
+    Only one process of a multi-host run writes (`enabled`)."""
+
+    def __init__(self, workdir: Path, *, enabled: bool = True):
+        self.workdir, self.enabled = workdir, enabled
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(str(workdir / "tb"))
+
+    def progress(self, steps, epoch: int, show: bool):
+        return tqdm(steps, desc=f"epoch {epoch + 1}", disable=not (show and self.enabled),
+                    leave=False, dynamic_ncols=True)
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self.writer:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def epoch(self, summary: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(summary) + "\n")
+        self.scalars(summary["step"], {f"val/{k}": v for k, v in summary.items()
+                                       if isinstance(v, float)})
+        print(f"epoch {summary['epoch']:>3}  train loss {summary['train_loss']:.4f}  "
+              f"val loss {summary['val_loss']:.4f}  pixel acc {summary['pixel_acc']:.3f}  "
+              f"mIoU {summary['miou']:.3f}  mDice {summary['mdice']:.3f}", flush=True)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+    def pictures(self, model, dataset, cfg, count: int = 4) -> None:
+        import jax.numpy as jnp
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from unet_jax import losses, metrics
+        rows = [json.loads(line) for line in (self.workdir / "metrics.jsonl").read_text().splitlines()]
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+        epochs = [r["epoch"] for r in rows]
+        a.plot(epochs, [r["train_loss"] for r in rows], label="train")
+        a.plot(epochs, [r["val_loss"] for r in rows], label="val")
+        a.set(xlabel="epoch", ylabel="loss", title="loss")
+        a.legend()
+        b.plot(epochs, [r["miou"] for r in rows], color="C2")
+        b.set(xlabel="epoch", ylabel="mIoU", title="validation mIoU", ylim=(0, 1))
+        fig.tight_layout()
+        fig.savefig(self.workdir / "curves.png", dpi=110)
+        plt.close(fig)
+
+        model.eval()
+        samples = [dataset[i] for i in range(min(count, len(dataset)))]
+        images = np.stack([s[0] for s in samples])
+        out = model(jnp.asarray(images))
+        logits = out[-1] if isinstance(out, list) else out
+        pred = np.asarray(metrics.predictions(logits))
+        truth = np.asarray(losses.center_crop_mask(np.stack([s[1] for s in samples]),
+                                                   pred.shape[1], pred.shape[2]))
+        fig, axes = plt.subplots(len(samples), 3, figsize=(7, 2.3 * len(samples)), squeeze=False)
+        vmax = max(cfg.num_classes - 1, 1)
+        for row, image, t, p in zip(axes, images, truth, pred):
+            row[0].imshow(image[..., :3])
+            row[1].imshow(np.where(t == cfg.ignore_index, 0, t), vmin=0, vmax=vmax, cmap="tab10")
+            row[2].imshow(p, vmin=0, vmax=vmax, cmap="tab10")
+            for ax, title in zip(row, ("input", "ground truth", "prediction")):
+                ax.set_title(title, fontsize=9)
+                ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(self.workdir / "predictions.png", dpi=90)
+        plt.close(fig)
+        model.train()
