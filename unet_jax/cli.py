@@ -7,7 +7,6 @@ torch references from the `parity` package lazily; the rest never import torch.
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -127,28 +126,86 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Seeded torch checkpoint of every arch -> convert -> parity report."""
+    """The end-to-end demo: parity of every arch, then a seeded torch checkpoint -> convert
+    -> parity -> train on synthetic data on all local devices -> save -> export to torch
+    -> torch reproduces the JAX predictions."""
+    import jax
     import torch
 
     import unet_jax
     from parity import harness
-    from unet_jax import registry
+    from unet_jax import registry, train
+    workdir = Path(args.workdir)
+    if workdir.exists() and any(workdir.iterdir()):
+        raise FileExistsError(f"{workdir} exists and is not empty; pass another --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    print("== 1. parity: a seeded torch checkpoint of every arch at upstream widths")
     failures = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for arch in registry.list_models():
-            config = registry.make_config(arch)
-            reference = harness.random_reference(config, seed=args.seed)
-            path = Path(tmp) / f"{arch}.pth"
-            torch.save(reference.state_dict(), path)
-            model = unet_jax.load_torch(path)
-            state = {k: v.numpy() for k, v in reference.state_dict().items()}
-            size = (188, 188) if arch == "semseg_unet" else (64, 64)
-            result = harness.check_state_dict(state, model, size, batch=1)
-            print(result.format(), end="\n\n")
-            failures += not result.ok
-    print(f"{len(registry.list_models()) - failures} of {len(registry.list_models())} archs "
-          "match torch")
+    for arch in registry.list_models():
+        reference = harness.random_reference(registry.make_config(arch), seed=args.seed)
+        state = {k: v.numpy() for k, v in reference.state_dict().items()}
+        size = (188, 188) if arch == "semseg_unet" else (64, 64)
+        result = harness.check_state_dict(state, unet_jax.load_torch(state), size)
+        worst = max(d.max_rel for d in result.outputs)
+        print(f"  {arch:<14} {len(result.layers):>3} layers, output max rel diff {worst:.1e} "
+              f"{'PASS' if result.ok else 'FAIL'}")
+        failures += not result.ok
+
+    print("\n== 2. torch checkpoint -> convert -> parity")
+    config = registry.make_config("imgseg_unet", output_ch=args.classes, base_width=16)
+    reference = harness.random_reference(config, seed=args.seed)
+    checkpoint = workdir / "torch_init.pth"
+    torch.save(reference.state_dict(), checkpoint)
+    model = unet_jax.load_torch(checkpoint)
+    state = {k: v.numpy() for k, v in reference.state_dict().items()}
+    result = harness.check_state_dict(state, model, (args.size, args.size))
+    print(f"  {checkpoint}: {model.config}\n  " + result.format().replace("\n", "\n  "))
+    failures += not result.ok
+
+    print(f"\n== 3. train from it on synthetic shapes on {jax.device_count()} "
+          f"{jax.devices()[0].platform} device(s)")
+    cfg = train.TrainConfig(arch="imgseg_unet", model={"base_width": 16},
+                            num_classes=args.classes, init_from=str(checkpoint),
+                            image_size=args.size, epochs=args.epochs, lr=3e-3, warmup_epochs=0.5,
+                            batch_size=16, seed=args.seed, workdir=str(workdir / "train"))
+    summary = train.train(cfg)
+    chance = 1.0 / args.classes
+    print(f"  final val mIoU {summary['miou']:.3f} (pixel acc {summary['pixel_acc']:.3f}); "
+          f"a constant prediction scores about {chance:.2f}")
+    failures += summary["miou"] < 0.5
+
+    print("\n== 4. save -> export to torch -> torch reproduces the JAX predictions")
+    trained = summary["model"]
+    trained.eval()
+    saved = unet_jax.save(trained, workdir / "model")
+    reloaded = unet_jax.load(saved)
+    from unet_jax.convert.io import write_state_dict
+    exported = write_state_dict(unet_jax.to_torch_state_dict(reloaded), workdir / "exported.pth")
+    back = harness.reference_for(reloaded.config)
+    back.load_state_dict(torch.load(exported, weights_only=True), strict=True)
+    val = train.make_datasets(cfg)[1]
+    images = np.stack([val[i][0] for i in range(8)])
+    torch_logits = harness.torch_forward(back.eval(), images)[0]
+    jax_logits = np.asarray(reloaded(images))
+    check = harness.diff("predictions", torch_logits, jax_logits, argmax=True)
+    print(f"  saved {saved}, exported {exported}\n  torch vs JAX on 8 validation images: max rel "
+          f"diff {check.max_rel:.1e}, argmax agreement {check.argmax_agreement:.2f}%")
+    failures += check.max_rel > harness.TOLERANCE["float32"]
+    print(f"\npictures: {workdir / 'train' / 'curves.png'}, {workdir / 'train' / 'predictions.png'}")
+    print("demo " + ("PASSED" if not failures else f"FAILED ({failures} checks)"))
     return 1 if failures else 0
+
+
+def cmd_train(args) -> int:
+    from unet_jax import train
+    cfg = train.config_from_args(args, parse_value)
+    summary = train.train(cfg)
+    if summary.get("interrupted"):
+        return 0
+    if summary.get("miou") is not None:
+        print(f"done: val mIoU {summary['miou']:.3f}; outputs in {cfg.workdir}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True)
     e.set_defaults(fn=cmd_export)
 
+    t = sub.add_parser("train", help="train or fine-tune on all local devices")
+    from unet_jax.train import add_flags
+    add_flags(t)
+    t.set_defaults(fn=cmd_train)
+
     d = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
+    d.add_argument("--workdir", default="runs/demo", help="a new directory for the outputs")
+    d.add_argument("--epochs", type=int, default=6)
+    d.add_argument("--classes", type=int, default=4)
+    d.add_argument("--size", type=int, default=64, help="image size (a multiple of 16)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(fn=cmd_demo)
     return p

@@ -6,6 +6,7 @@ pixels to ignore. Batches of epoch `e` are a grain `MapDataset` shuffled with se
 `seed + e`, so any (epoch, step) is addressable: resuming needs only the step counter.
 """
 
+import colorsys
 import dataclasses
 import functools
 from pathlib import Path
@@ -44,8 +45,11 @@ class Shapes:
         return self.size
 
     def _palette(self) -> np.ndarray:
-        return np.random.default_rng(10_000 + self.num_classes).uniform(
-            0.15, 0.95, (self.num_classes, self.channels))
+        """A grey background and evenly spaced hues for the classes."""
+        hues = [colorsys.hsv_to_rgb(k / (self.num_classes - 1), 0.75, 0.9)
+                for k in range(self.num_classes - 1)]
+        rgb = np.array([(0.45, 0.45, 0.45), *hues])
+        return np.resize(rgb, (self.num_classes, self.channels)) if self.channels != 3 else rgb
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < self.size:

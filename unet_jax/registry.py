@@ -88,10 +88,15 @@ def arch_of_config(config) -> Arch:
     raise TypeError(f"{type(config).__name__} is not the config of a registered arch")
 
 
-def create_model(name: str, *, seed: int = 0, **kwargs) -> nnx.Module:
+def create_model(name: str, *, seed: int = 0, backbone_weights=None, **kwargs) -> nnx.Module:
     """A freshly initialised model, in training mode like a new torch module.
 
     `kwargs` are the upstream constructor arguments, or the uniform `num_classes` /
-    `in_channels`.
+    `in_channels`. `backbone_weights` (vgg16_unet, resnet50_unet): a torchvision ImageNet
+    file for the encoder (see `unet_jax.convert.api.load_backbone`).
     """
-    return build(make_config(name, **kwargs), seed=seed)
+    model = build(make_config(name, **kwargs), seed=seed)
+    if backbone_weights is not None:
+        from unet_jax.convert.api import load_backbone  # convert depends on the registry
+        load_backbone(model, backbone_weights)
+    return model

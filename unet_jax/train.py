@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from unet_jax import data as data_lib
-from unet_jax import losses, metrics, registry
+from unet_jax import losses, metrics
 
 # ----------------------------------------------------------------------------- config
 
@@ -328,6 +328,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     periodic, best = checkpoint_managers(workdir, cfg.keep)
     meta = restore_checkpoint(periodic, model, optimizer)
     step = meta["step"] if meta else 0
+    epoch_losses = list(meta["epoch_losses"]) if meta else []  # this epoch's, before the checkpoint
     if meta:
         print(f"resumed from {workdir / 'checkpoints'} at step {step}")
     checkpoint_every = cfg.checkpoint_every or steps_per_epoch
@@ -344,27 +345,29 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             epoch, first = divmod(step, steps_per_epoch)
             loader = data_lib.batches(train_set, cfg.batch_size, epoch=epoch, seed=cfg.seed)
             bar = log.progress(range(first, steps_per_epoch), epoch, cfg.progress)
-            seen, started, epoch_losses = 0, time.perf_counter(), []
+            seen, started = 0, time.perf_counter()
             for index in bar:
                 loss = train_step(model, optimizer, *global_batch(loader[index], data_sharding))
                 step += 1
                 seen += cfg.batch_size
-                epoch_losses.append(loss)
+                epoch_losses.append(float(loss))
                 if step % 10 == 0 or index == steps_per_epoch - 1:
                     rate = seen / (time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{float(lr_at(step)):.2e}",
+                    bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", lr=f"{float(lr_at(step)):.2e}",
                                     img_s=f"{rate:.1f}")
-                    log.scalars(step, {"train/loss": float(loss), "train/lr": float(lr_at(step)),
+                    log.scalars(step, {"train/loss": epoch_losses[-1], "train/lr": float(lr_at(step)),
                                        "train/images_per_s": rate})
                 if step % checkpoint_every == 0 or step == last_step or stop["requested"]:
-                    save_checkpoint(periodic, step, model, optimizer, {"step": step})
+                    save_checkpoint(periodic, step, model, optimizer,
+                                    {"step": step, "epoch_losses": epoch_losses})
                 if step == last_step or stop["requested"]:
                     break
             if step % steps_per_epoch == 0:  # a finished epoch: validate
                 summary = {"epoch": epoch + 1, "step": step,
-                           "train_loss": float(np.mean([float(x) for x in epoch_losses])),
+                           "train_loss": float(np.mean(epoch_losses)),
                            **evaluate(model, eval_step, val_set, cfg, data_sharding)}
                 log.epoch(summary)
+                epoch_losses = []
                 save_checkpoint(best, step, model, optimizer, {"step": step},
                                 {"miou": summary["miou"]})
         if stop["requested"]:
@@ -385,3 +388,53 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def dump_config(cfg: TrainConfig) -> str:
     return json.dumps(dataclasses.asdict(cfg), indent=2)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def field_comments() -> dict[str, str]:
+    """{field: its one-line comment} read from TrainConfig's source."""
+    import inspect
+    import re
+    found = re.findall(r"^    (\w+): [^=]+=.*?  # (.+)$", inspect.getsource(TrainConfig), re.M)
+    return dict(found)
+
+
+def add_flags(parser) -> None:
+    """One flag per TrainConfig field (`--batch-size 32`, `--remat/--no-remat`,
+    `--model base_width=16`), plus `--set field=value`."""
+    import argparse
+    comments = field_comments()
+    for f in dataclasses.fields(TrainConfig):
+        flag, default = "--" + f.name.replace("_", "-"), TrainConfig.__dataclass_fields__[f.name]
+        value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
+        help_ = f"{comments.get(f.name, '')} (default: {value!r})"
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif isinstance(value, dict):
+            parser.add_argument(flag, action="append", metavar="KEY=VALUE", help=help_)
+        elif isinstance(value, tuple):
+            parser.add_argument(flag, type=float, nargs="*", help=help_)
+        else:
+            parser.add_argument(flag, type=type(value), help=help_)
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                        help="set any field, e.g. --set lr=0.01")
+
+
+def config_from_args(args, parse_value) -> TrainConfig:
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        given = getattr(args, f.name)
+        if given is None:
+            continue
+        if f.name == "model":
+            given = {k: parse_value(v) for k, _, v in (p.partition("=") for p in given)}
+        values[f.name] = tuple(given) if f.name == "head_weights" else given
+    for pair in args.set:
+        key, _, value = pair.partition("=")
+        if key not in TrainConfig.__dataclass_fields__:
+            raise ValueError(f"--set {key}: no such field; fields: "
+                             f"{', '.join(TrainConfig.__dataclass_fields__)}")
+        values[key] = parse_value(value)
+    return TrainConfig(**values)

@@ -83,3 +83,34 @@ def to_torch_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
     """{torch key: np.ndarray}; loads into the upstream torch model with strict=True."""
     arch = registry.arch_of_config(model.config)
     return export_state(model, arch.key_map(model.config))
+
+
+# Prefixes a backbone file may carry: smp encoders, wrappers, or our own attribute names.
+BACKBONE_PREFIXES = ("encoder.", "model.", "module.", "backbone.", "vgg.", "resnet.")
+# Classifier heads of ImageNet files: deliberately unused.
+BACKBONE_IGNORED = (r"fc\..*", r"classifier\..*")
+
+
+def load_backbone(model: nnx.Module, source: str | os.PathLike | Mapping) -> dict[str, list[str]]:
+    """Replace `model`'s VGG16 / ResNet-50 encoder with the weights of a torchvision ImageNet
+    file (`vgg16-397923af.pth`: `features.*`; `resnet50-19c8e357.pth`: `conv1`, `bn1`,
+    `layer1..4`), also with smp `encoder.` or `model.`/`module.` prefixes. `fc.*` and
+    `classifier.*` are ignored. Strict otherwise; returns the report of keys."""
+    from unet_jax.models.backbones import resnet, vgg
+    if not hasattr(model, "encoder"):
+        raise ValueError(f"{registry.arch_of_config(model.config).name} has no pretrained "
+                         "backbone; backbone weights apply to vgg16_unet and resnet50_unet")
+    state, label = read_state_dict(source)
+    for prefix in BACKBONE_PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    module, rules = ((vgg.VGG16, vgg.key_map("", "")) if model.backbone == "vgg"
+                     else (resnet.ResNet50, resnet.key_map("", "")))
+    channels = model.config.in_channels
+    backbone, report = load_into(lambda: module(channels, rngs=nnx.Rngs(0)), rules, state,
+                                 target=f"the {module.__name__} backbone", source=label,
+                                 ignore=BACKBONE_IGNORED)
+    if any(getattr(m, "use_running_average", False) for _, m in nnx.iter_modules(model)):
+        backbone.eval()  # keep the model's mode
+    setattr(model, "vgg" if model.backbone == "vgg" else "resnet", backbone)
+    return report
