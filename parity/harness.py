@@ -100,6 +100,9 @@ def compare(module: torch.nn.Module, model: nnx.Module, x_nhwc: np.ndarray
     """(output diffs, layer diffs) from one forward pass of each model. Layer diffs cover
     every conv / transposed conv / BatchNorm in torch's execution order, named by torch
     module name."""
+    # JAX first: it names the valid input sizes where torch only fails in `cat`.
+    y, captured = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(
+        jax.numpy.asarray(x_nhwc))
     torch_layers: dict[str, np.ndarray] = {}
     hooks = []
     for name, m in module.named_modules():
@@ -113,8 +116,6 @@ def compare(module: torch.nn.Module, model: nnx.Module, x_nhwc: np.ndarray
         for h in hooks:
             h.remove()
 
-    y, captured = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(
-        jax.numpy.asarray(x_nhwc))
     rules = registry.arch_of_config(model.config).key_map(model.config)
     flax_name_of = {}
     for path, m in nnx.iter_modules(model):

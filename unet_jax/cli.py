@@ -245,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(t)
     t.set_defaults(fn=cmd_train)
 
+    b = sub.add_parser("bench", help="JAX vs torch eager speed, side by side")
+    from unet_jax.bench import add_flags as add_bench_flags
+    add_bench_flags(b)
+    b.set_defaults(fn=lambda args: __import__("unet_jax.bench").bench.main(args))
+
     d = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
     d.add_argument("--workdir", default="runs/demo", help="a new directory for the outputs")
     d.add_argument("--epochs", type=int, default=6)

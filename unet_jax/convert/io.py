@@ -99,7 +99,7 @@ def write_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike) -
     try:
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
-            save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, partial)
+            save_file({k: np.array(v, order="C") for k, v in state.items()}, partial)
         else:
             try:
                 import torch

@@ -1,0 +1,11 @@
+"""JAX vs torch benchmark (same as `unet-jax bench`): python scripts/bench.py --help"""
+
+import argparse
+import sys
+
+from unet_jax.bench import add_flags, main
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_flags(parser)
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,221 @@
+"""JAX vs torch, side by side in one process: jit-compiled JAX eval forward vs torch eager
+`no_grad` forward, and one full training step (forward, loss, backward, SGD update,
+BatchNorm in training mode) in each. Runs alternate JAX/torch after warm-up; medians.
+
+XLA flags must be set before JAX starts, so `unet-jax bench` / `scripts/bench.py` set
+`XLA_FLAGS` from `--xla-flags` (default: `DEFAULT_XLA_FLAGS`) and only then import JAX.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+# Measured per op class on XLA:CPU (see README, "Benchmarks"); empty means XLA's defaults.
+DEFAULT_XLA_FLAGS = ""
+
+
+@dataclasses.dataclass
+class Row:
+    arch: str
+    batch: int
+    size: tuple[int, int]
+    dtype: str
+    jax_infer_s: float
+    torch_infer_s: float
+    infer_ratio: float
+    jax_train_s: float
+    torch_train_s: float
+    train_ratio: float
+    jax_compile_infer_s: float
+    jax_compile_train_s: float
+    jax_temp_mb: float  # XLA's temp buffer size of the compiled train step
+    torch_compile_infer_s: float | None = None
+    torch_compile_train_s: float | None = None
+    device: str = ""
+    versions: str = ""
+
+    @property
+    def images_per_s(self) -> tuple[float, float]:
+        return self.batch / self.jax_infer_s, self.batch / self.jax_train_s
+
+
+def bench_size(arch: str, size: int) -> tuple[int, int]:
+    """The nearest valid input to size x size (semseg_unet needs 188 + 16k)."""
+    if arch == "semseg_unet":
+        s = 188 + 16 * max(0, round((size - 188) / 16))
+        return s, s
+    multiple = 32 if arch == "resnet50_unet" else 16
+    s = max(multiple, multiple * round(size / multiple))
+    return s, s
+
+
+def _median_alternating(fns: list, repeats: int) -> list[float]:
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
+               torch_compile: bool) -> Row:
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    import unet_jax
+    from parity import harness
+    from unet_jax import losses, registry, train
+
+    config = registry.make_config(arch)
+    h, w = bench_size(arch, size)
+    torch_model = harness.random_reference(config, seed=0)
+    model = unet_jax.load_torch({k: v.numpy() for k, v in torch_model.state_dict().items()})
+    channels = harness.reference_in_channels(config)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, h, w, channels)).astype(np.float32)
+    y_shape = jax.eval_shape(model, jax.ShapeDtypeStruct(x.shape, jnp.float32))
+    y_shape = y_shape[-1] if isinstance(y_shape, list) else y_shape
+    n_out = y_shape.shape[-1]
+    labels = rng.integers(0, max(n_out, 2), (batch, h, w)).astype(np.int32)
+    loss_name = "bce" if n_out == 1 else "ce"
+
+    # JAX: jit eval forward and train step.
+    compute = jnp.bfloat16 if dtype == "bf16" else jnp.float32
+    model.eval()
+
+    @nnx.jit
+    def infer(model, x):
+        out = model(x.astype(compute))
+        return out[-1] if isinstance(out, list) else out
+
+    xj = jnp.asarray(x)
+    t0 = time.perf_counter()
+    jax.block_until_ready(infer(model, xj))
+    jax_compile_infer = time.perf_counter() - t0
+
+    cfg = train.TrainConfig(arch=arch, num_classes=n_out, optimizer="sgd", lr=0.01,
+                            momentum=0.9, weight_decay=0.0, schedule="constant", loss=loss_name,
+                            dtype="bfloat16" if dtype == "bf16" else "float32")
+    train_model = unet_jax.load_torch({k: v.numpy() for k, v in torch_model.state_dict().items()})
+    train_model.train()
+    optimizer = nnx.Optimizer(train_model, train.make_optimizer(cfg, train_model, 1), wrt=nnx.Param)
+    train_step, _ = train.make_steps(cfg)
+    lj = jnp.asarray(labels)
+    t0 = time.perf_counter()
+    jax.block_until_ready(train_step(train_model, optimizer, xj, lj))
+    jax_compile_train = time.perf_counter() - t0
+    graphdef, state = nnx.split((train_model, optimizer))
+    compiled = jax.jit(lambda s, x, y: train_step(*nnx.merge(graphdef, s), x, y)).lower(
+        state, xj, lj).compile()
+    memory = compiled.memory_analysis()
+    temp_mb = (memory.temp_size_in_bytes / 2**20) if memory is not None else float("nan")
+
+    # torch eager: no_grad forward and a train step.
+    torch_model.eval()
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    amp = dtype == "bf16"
+    torch_train_model = harness.reference_for(config)
+    torch_train_model.load_state_dict(torch_model.state_dict())
+    torch_train_model.train()
+    opt = torch.optim.SGD(torch_train_model.parameters(), lr=0.01, momentum=0.9)
+    crop = losses.center_crop_mask
+
+    def torch_loss(out):
+        out = out[-1] if isinstance(out, list) else out
+        target = torch.from_numpy(np.asarray(crop(labels, out.shape[2], out.shape[3])).astype(np.int64))
+        if n_out == 1:
+            return torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0].float(), target.float())
+        return torch.nn.functional.cross_entropy(out.float(), target, ignore_index=255)
+
+    def torch_infer(m=torch_model):
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=amp):
+            m(xt)
+
+    def torch_train(m=torch_train_model):
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16, enabled=amp):
+            loss = torch_loss(m(xt))
+        loss.backward()
+        opt.step()
+
+    def jax_infer():
+        jax.block_until_ready(infer(model, xj))
+
+    def jax_train():
+        jax.block_until_ready(train_step(train_model, optimizer, xj, lj))
+
+    for fn in (torch_infer, torch_train, jax_infer, jax_train):  # warm-up
+        fn()
+    ji, ti = _median_alternating([jax_infer, torch_infer], repeats)
+    jt, tt = _median_alternating([jax_train, torch_train], repeats)
+
+    tci = tct = None
+    if torch_compile:
+        compiled_model = torch.compile(torch_model)
+        compiled_train = torch.compile(torch_train_model)
+        for _ in range(2):
+            torch_infer(compiled_model)
+            torch_train(compiled_train)
+        tci, tct = _median_alternating([lambda: torch_infer(compiled_model),
+                                        lambda: torch_train(compiled_train)], repeats)
+
+    device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    versions = f"jax {jax.__version__}, torch {torch.__version__}"
+    return Row(arch, batch, (h, w), dtype, ji, ti, ji / ti, jt, tt, jt / tt, jax_compile_infer,
+               jax_compile_train, temp_mb, tci, tct, device, versions)
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = ["| arch | input | dtype | JAX infer (s) | torch infer (s) | **infer ratio** | "
+             "JAX train (s) | torch train (s) | **train ratio** | JAX img/s infer/train | "
+             "compile infer/train (s) | XLA temp (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ips = r.images_per_s
+        lines.append(f"| {r.arch} | {r.batch}x{r.size[0]}x{r.size[1]} | {r.dtype} | "
+                     f"{r.jax_infer_s:.3f} | {r.torch_infer_s:.3f} | **{r.infer_ratio:.2f}** | "
+                     f"{r.jax_train_s:.3f} | {r.torch_train_s:.3f} | **{r.train_ratio:.2f}** | "
+                     f"{ips[0]:.1f} / {ips[1]:.1f} | {r.jax_compile_infer_s:.1f} / "
+                     f"{r.jax_compile_train_s:.1f} | {r.jax_temp_mb:.0f} |")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
+                                                     args.xla_flags]))
+    from unet_jax import registry
+    archs = args.archs or registry.list_models()
+    rows = []
+    for arch in archs:
+        row = bench_arch(arch, batch=args.batch, size=args.size, dtype=args.dtype,
+                         repeats=args.repeats, torch_compile=args.torch_compile)
+        rows.append(row)
+        print(f"{arch}: infer ratio {row.infer_ratio:.2f}, train ratio {row.train_ratio:.2f}",
+              flush=True)
+    print(format_table(rows))
+    print(f"\n{rows[0].device}; {rows[0].versions}; XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([dict(dataclasses.asdict(r), xla_flags=os.environ["XLA_FLAGS"])
+                       for r in rows], f, indent=2)
+    return 0
+
+
+def add_flags(parser) -> None:
+    parser.add_argument("--archs", nargs="*", help="default: all")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256, help="nearest valid size is used")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--xla-flags", default=DEFAULT_XLA_FLAGS)
+    parser.add_argument("--json", help="write the rows as JSON to this file")
