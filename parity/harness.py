@@ -16,7 +16,7 @@ from flax import nnx
 from parity.references import REFERENCES
 from unet_jax import registry
 from unet_jax.convert.engine import _dotted
-from unet_jax.layers import BatchNorm, ConvTranspose2d
+from unet_jax.layers import BatchNorm, Conv2d, ConvTranspose2d
 
 # Stated tolerances on max|diff| / max(1, max|reference|) (see spec/conversion.md).
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
@@ -119,7 +119,7 @@ def compare(module: torch.nn.Module, model: nnx.Module, x_nhwc: np.ndarray
     rules = registry.arch_of_config(model.config).key_map(model.config)
     flax_name_of = {}
     for path, m in nnx.iter_modules(model):
-        if isinstance(m, (nnx.Conv, ConvTranspose2d, BatchNorm)):
+        if isinstance(m, (Conv2d, ConvTranspose2d, BatchNorm)):
             leaf = f"{_dotted(path)}.{'scale' if isinstance(m, BatchNorm) else 'kernel'}"
             key = next(t for r in rules if (t := r.match_flax(leaf)) is not None)
             flax_name_of[key.rsplit(".", 1)[0]] = _dotted(path)

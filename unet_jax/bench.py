@@ -168,7 +168,8 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
         tci, tct = _median_alternating([lambda: torch_infer(compiled_model),
                                         lambda: torch_train(compiled_train)], repeats)
 
-    device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    cpu = platform.processor() or platform.machine()
+    device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({cpu}, {os.cpu_count()} cores)"
     versions = f"jax {jax.__version__}, torch {torch.__version__}"
     return Row(arch, batch, (h, w), dtype, ji, ti, ji / ti, jt, tt, jt / tt, jax_compile_infer,
                jax_compile_train, temp_mb, tci, tct, device, versions)

@@ -67,7 +67,7 @@ def _match(pattern: str, template: str, key: str) -> str | None:
 
 
 def conv(torch: str, flax: str | None = None, *, bias: bool = True) -> list[Rule]:
-    """nn.Conv2d at `torch` <-> `layers.conv2d` (nnx.Conv) at `flax`."""
+    """nn.Conv2d at `torch` <-> `layers.Conv2d` (nnx.Conv) at `flax`."""
     flax = torch if flax is None else flax
     rules = [Rule(f"{torch}.weight", f"{flax}.kernel", CONV)]
     return rules + [Rule(f"{torch}.bias", f"{flax}.bias")] if bias else rules

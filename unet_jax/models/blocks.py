@@ -4,7 +4,7 @@ import jax
 from flax import nnx
 
 from unet_jax.convert.keymap import Rule, bn, conv
-from unet_jax.layers import BatchNorm, conv2d
+from unet_jax.layers import BatchNorm, Conv2d
 
 
 class ConvBNReLU(nnx.Module):
@@ -12,7 +12,7 @@ class ConvBNReLU(nnx.Module):
 
     def __init__(self, in_ch: int, out_ch: int, *, padding: int = 1, batchnorm: bool = True,
                  relu: bool = True, rngs: nnx.Rngs):
-        self.conv = conv2d(in_ch, out_ch, 3, padding=padding, rngs=rngs)
+        self.conv = Conv2d(in_ch, out_ch, 3, padding=padding, rngs=rngs)
         self.bn = BatchNorm(out_ch) if batchnorm else None
         self.relu = relu
 

@@ -17,8 +17,8 @@ from flax import nnx
 from unet_jax import registry
 from unet_jax.convert.keymap import conv
 from unet_jax.layers import (
+    Conv2d,
     check_input,
-    conv2d,
     require_same_size,
     upsample_bilinear2,
     upsample_nearest2,
@@ -82,7 +82,7 @@ class Unet(nnx.Module):
                                                   valid_sizes=self.valid_sizes, rngs=rngs))
         self.up_conv = DoubleConv(64, 64, batchnorm=False, rngs=rngs) if backbone == "resnet50" else None
         self.upsample = upsample
-        self.final = conv2d(OUT_FILTERS[0], num_classes, 1, rngs=rngs)
+        self.final = Conv2d(OUT_FILTERS[0], num_classes, 1, rngs=rngs)
 
     @property
     def arch(self) -> str:

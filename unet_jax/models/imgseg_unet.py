@@ -12,7 +12,7 @@ from flax import nnx
 
 from unet_jax import registry
 from unet_jax.convert.keymap import bn, conv
-from unet_jax.layers import check_input, conv2d, max_pool2, require_same_size, upsample_nearest2
+from unet_jax.layers import Conv2d, check_input, max_pool2, require_same_size, upsample_nearest2
 from unet_jax.models.blocks import ConvBNReLU, DoubleConv, double_conv_rules
 
 VALID_SIZES = "imgseg_unet takes H and W that are multiples of 16; the output has the input size."
@@ -47,7 +47,7 @@ class ImgsegUNet(nnx.Module):
         for k in (5, 4, 3, 2):
             setattr(self, f"Up{k}", UpConv(w[k - 1], w[k - 2], rngs=rngs))
             setattr(self, f"Up_conv{k}", DoubleConv(w[k - 1], w[k - 2], rngs=rngs))
-        self.Conv_1x1 = conv2d(w[0], output_ch, 1, rngs=rngs)
+        self.Conv_1x1 = Conv2d(w[0], output_ch, 1, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_input(x, self.config.img_ch, 16, "imgseg_unet")

@@ -14,7 +14,7 @@ from flax import nnx
 
 from unet_jax import registry
 from unet_jax.convert.keymap import conv, conv_t
-from unet_jax.layers import ConvTranspose2d, center_crop, check_input, conv2d, max_pool2
+from unet_jax.layers import Conv2d, ConvTranspose2d, center_crop, check_input, max_pool2
 from unet_jax.models.blocks import DoubleConv, double_conv_rules
 
 # The seed's copy of the code names the bottleneck `middel_conv`; checkpoints carry it.
@@ -42,7 +42,7 @@ class LabmlUNet(nnx.Module):
         pairs = list(zip(w[:0:-1], w[-2::-1]))  # (1024, 512), ..., (128, 64)
         self.up_sample = nnx.List([ConvTranspose2d(i, o, 2, stride=2, rngs=rngs) for i, o in pairs])
         self.up_conv = nnx.List([DoubleConv(i, o, batchnorm=False, rngs=rngs) for i, o in pairs])
-        self.final_conv = conv2d(w[0], out_channels, 1, rngs=rngs)
+        self.final_conv = Conv2d(w[0], out_channels, 1, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_input(x, self.config.in_channels, 16, "labml_unet")

@@ -12,7 +12,7 @@ from flax import nnx
 
 from unet_jax import registry
 from unet_jax.convert.keymap import conv, conv_t
-from unet_jax.layers import ConvTranspose2d, check_input, conv2d, crop_like_semseg, max_pool2
+from unet_jax.layers import Conv2d, ConvTranspose2d, check_input, crop_like_semseg, max_pool2
 from unet_jax.models.blocks import DoubleConv, double_conv_rules
 
 VALID_SIZES = ("semseg_unet takes H and W of the form 188 + 16k (188, 204, ..., 572, ...); "
@@ -61,7 +61,7 @@ class SemsegUNet(nnx.Module):
                                            rngs=rngs))
         for k in (4, 3, 2, 1):
             setattr(self, f"up_concat{k}", UnetUp(f[k], f[k - 1], rngs=rngs))
-        self.final = conv2d(f[0], n_classes, 1, rngs=rngs)
+        self.final = Conv2d(f[0], n_classes, 1, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_input(x, self.config.in_channels, 188, "semseg_unet")

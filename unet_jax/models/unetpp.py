@@ -17,9 +17,9 @@ from unet_jax import registry
 from unet_jax.convert.keymap import bn, conv, conv_t
 from unet_jax.layers import (
     BatchNorm,
+    Conv2d,
     ConvTranspose2d,
     check_input,
-    conv2d,
     max_pool2,
     require_same_size,
 )
@@ -44,9 +44,9 @@ class PreBNDoubleConv(nnx.Module):
 
     def __init__(self, in_ch: int, out_ch: int, *, rngs: nnx.Rngs):
         self.bn1 = BatchNorm(in_ch)
-        self.conv1 = conv2d(in_ch, out_ch, 3, padding=1, rngs=rngs)
+        self.conv1 = Conv2d(in_ch, out_ch, 3, padding=1, rngs=rngs)
         self.bn2 = BatchNorm(out_ch)
-        self.conv2 = conv2d(out_ch, out_ch, 3, padding=1, rngs=rngs)
+        self.conv2 = Conv2d(out_ch, out_ch, 3, padding=1, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.conv2(nnx.relu(self.bn2(self.conv1(nnx.relu(self.bn1(x))))))
@@ -57,7 +57,7 @@ class Head(nnx.Module):
 
     def __init__(self, in_ch: int, num_classes: int, *, rngs: nnx.Rngs):
         self.bn = BatchNorm(in_ch)
-        self.conv = conv2d(in_ch, num_classes, 3, padding=1, rngs=rngs)
+        self.conv = Conv2d(in_ch, num_classes, 3, padding=1, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.conv(nnx.relu(self.bn(x)))

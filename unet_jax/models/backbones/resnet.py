@@ -6,7 +6,7 @@ import jax
 from flax import nnx
 
 from unet_jax.convert.keymap import bn, conv
-from unet_jax.layers import BatchNorm, conv2d, max_pool3_s2_ceil
+from unet_jax.layers import BatchNorm, Conv2d, max_pool3_s2_ceil
 
 LAYERS = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (planes, blocks, stride)
 CHANNELS = (64, 256, 512, 1024, 2048)
@@ -16,7 +16,7 @@ class Downsample(nnx.Module):
     """`downsample = Sequential(Conv2d 1x1 stride, BatchNorm2d)`."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, *, rngs: nnx.Rngs):
-        self.conv = conv2d(in_ch, out_ch, 1, stride=stride, bias=False, rngs=rngs)
+        self.conv = Conv2d(in_ch, out_ch, 1, stride=stride, bias=False, rngs=rngs)
         self.bn = BatchNorm(out_ch)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -27,11 +27,11 @@ class Bottleneck(nnx.Module):
     """torchvision `Bottleneck` (expansion 4): 1x1, 3x3 stride, 1x1, residual, ReLU."""
 
     def __init__(self, in_ch: int, planes: int, stride: int, *, rngs: nnx.Rngs):
-        self.conv1 = conv2d(in_ch, planes, 1, bias=False, rngs=rngs)
+        self.conv1 = Conv2d(in_ch, planes, 1, bias=False, rngs=rngs)
         self.bn1 = BatchNorm(planes)
-        self.conv2 = conv2d(planes, planes, 3, stride=stride, padding=1, bias=False, rngs=rngs)
+        self.conv2 = Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False, rngs=rngs)
         self.bn2 = BatchNorm(planes)
-        self.conv3 = conv2d(planes, planes * 4, 1, bias=False, rngs=rngs)
+        self.conv3 = Conv2d(planes, planes * 4, 1, bias=False, rngs=rngs)
         self.bn3 = BatchNorm(planes * 4)
         needs_projection = stride != 1 or in_ch != planes * 4
         self.downsample = Downsample(in_ch, planes * 4, stride, rngs=rngs) if needs_projection else None
@@ -48,7 +48,7 @@ class ResNet50(nnx.Module):
     feat5 (2048 @ H/32)]."""
 
     def __init__(self, in_channels: int = 3, *, rngs: nnx.Rngs):
-        self.conv1 = conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False, rngs=rngs)
+        self.conv1 = Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False, rngs=rngs)
         self.bn1 = BatchNorm(64)
         in_ch = 64
         for n, (planes, blocks, stride) in enumerate(LAYERS, start=1):

@@ -5,7 +5,7 @@ import jax
 from flax import nnx
 
 from unet_jax.convert.keymap import conv
-from unet_jax.layers import conv2d, max_pool2
+from unet_jax.layers import Conv2d, max_pool2
 
 # (index in `features`, in, out) of the 13 convs; the max-pools sit at 4, 9, 16, 23, 30.
 CONVS = ((0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256),
@@ -21,7 +21,7 @@ class VGG16(nnx.Module):
 
     def __init__(self, in_channels: int = 3, *, rngs: nnx.Rngs):
         self.features = nnx.Dict({
-            str(i): conv2d(in_channels if i == 0 else cin, cout, 3, padding=1, rngs=rngs)
+            str(i): Conv2d(in_channels if i == 0 else cin, cout, 3, padding=1, rngs=rngs)
             for i, cin, cout in CONVS})
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
