@@ -1,0 +1,109 @@
+"""Torch-semantics primitives against torch itself, and one training step against torch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_input
+from flax import nnx
+
+import unet_jax
+from parity import harness
+from unet_jax import layers, losses, registry
+
+
+def nchw(x):
+    return torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+
+
+def nhwc(t):
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("k, stride, pad, size", [(3, 1, 1, 17), (3, 1, 0, 16), (3, 2, 1, 15),
+                                                  (7, 2, 3, 18), (1, 2, 0, 9), (1, 1, 0, 8)])
+def test_conv_gradients_match_xla(k, stride, pad, size):
+    rng = np.random.default_rng(k + stride + size)
+    x = jnp.asarray(rng.standard_normal((2, size, size + 3, 5)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, 5, 6)), jnp.float32)
+
+    def reference(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride,) * 2, ((pad, pad),) * 2,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y, vjp = jax.vjp(lambda x, w: layers.conv_nhwc(x, w, stride, pad), x, w)
+    y_ref, vjp_ref = jax.vjp(reference, x, w)
+    dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    np.testing.assert_array_equal(y, y_ref)
+    for got, want in zip(vjp(dy), vjp_ref(dy)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+@pytest.mark.parametrize("n", [7, 8, 15, 16, 33])
+def test_ceil_mode_max_pool(n):
+    x = random_input(n, n + 1, 4)
+    want = nhwc(F.max_pool2d(nchw(x), 3, 2, 0, ceil_mode=True))
+    np.testing.assert_array_equal(np.asarray(layers.max_pool3_s2_ceil(jnp.asarray(x))), want)
+
+
+def test_align_corners_bilinear_and_nearest():
+    x = random_input(5, 7, 3)
+    want = nhwc(F.interpolate(nchw(x), scale_factor=2, mode="bilinear", align_corners=True))
+    np.testing.assert_allclose(np.asarray(layers.upsample_bilinear2(jnp.asarray(x))), want, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(layers.upsample_nearest2(jnp.asarray(x))),
+                                  nhwc(F.interpolate(nchw(x), scale_factor=2)))
+
+
+@pytest.mark.parametrize("k, s, p", [(2, 2, 0), (4, 2, 1)])
+def test_transposed_conv(k, s, p):
+    t = torch.nn.ConvTranspose2d(6, 5, k, stride=s, padding=p)
+    layer = layers.ConvTranspose2d(6, 5, k, stride=s, padding=p, rngs=nnx.Rngs(0))
+    layer.kernel[...] = jnp.asarray(t.weight.detach().numpy().transpose(2, 3, 0, 1))
+    layer.bias[...] = jnp.asarray(t.bias.detach().numpy())
+    x = random_input(6, 9, 6)
+    np.testing.assert_allclose(np.asarray(layer(jnp.asarray(x))), nhwc(t(nchw(x))), atol=1e-5)
+
+
+@pytest.mark.parametrize("diff", range(8))
+def test_center_crop_rounds_half_to_even(diff):
+    skip = jnp.arange(20 + diff, dtype=jnp.float32)[None, :, None, None] * jnp.ones((1, 1, 3, 1))
+    top = int(round(diff / 2))
+    assert float(layers.center_crop(skip, 20, 3)[0, 0, 0, 0]) == top
+    assert top == [0, 0, 1, 2, 2, 2, 3, 4][diff]
+
+
+def test_one_training_step_matches_torch():
+    """Forward in train mode, CE loss, backward, SGD with momentum and weight decay: loss,
+    new weights and BatchNorm running statistics (unbiased variance) agree with torch."""
+    config = registry.make_config("imgseg_unet", base_width=4, output_ch=3)
+    ref = harness.random_reference(config, seed=3).train()
+    model = unet_jax.load_torch({k: v.numpy() for k, v in ref.state_dict().items()})
+    model.train()
+    x = random_input(32, 32)
+    labels = np.random.default_rng(1).integers(0, 3, (2, 32, 32))
+    labels[0, :4] = 255
+
+    opt_t = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    for _ in range(2):
+        opt_t.zero_grad()
+        loss_t = F.cross_entropy(ref(nchw(x)), torch.from_numpy(labels), ignore_index=255)
+        loss_t.backward()
+        opt_t.step()
+
+    tx = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    for _ in range(2):
+        def loss_fn(m):
+            return losses.cross_entropy(m(jnp.asarray(x)), jnp.asarray(labels))
+        loss_j, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+
+    loss_t = loss_t.item()
+    assert abs(float(loss_j) - loss_t) <= 1e-5 * max(1.0, abs(loss_t))
+    exported = unet_jax.to_torch_state_dict(model)
+    for key, value in ref.state_dict().items():
+        want = value.numpy()
+        np.testing.assert_allclose(exported[key], want, rtol=1e-4,
+                                   atol=1e-5 * max(1.0, float(np.abs(want).max())), err_msg=key)
