@@ -54,6 +54,28 @@ def test_one_device_equals_eight_devices(tmp_path):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+def test_two_processes_on_localhost_equal_one_process(tmp_path):
+    """Multi-host data parallelism: 2 processes x 1 CPU device, gloo collectives."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = dict(SMALL, epochs=1, lr=1e-2, optimizer="sgd")
+    run_worker(dict(cfg, workdir=str(tmp_path / "single")), tmp_path / "single.npz", devices=2)
+    procs = [run_worker(dict(cfg, workdir=str(tmp_path / "multi"), coordinator=f"127.0.0.1:{port}",
+                             num_processes=2, process_id=i), tmp_path / f"p{i}.npz",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    assert [json.loads(out.splitlines()[-1])["devices"] for out, _ in results] == [2, 2]
+    single = np.load(tmp_path / "single.npz")
+    for i in (0, 1):
+        multi = np.load(tmp_path / f"p{i}.npz")
+        for k in single:
+            np.testing.assert_allclose(multi[k], single[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     cfg = dict(SMALL, epochs=2, checkpoint_every=3)
     full = tmp_path / "full.npz"

@@ -81,6 +81,8 @@ class TrainConfig:
 def maybe_initialize_distributed(cfg: TrainConfig) -> None:
     """jax.distributed.initialize from the flags, or from the environment when set there."""
     if cfg.coordinator or cfg.num_processes:
+        if jax.config.jax_platforms in (None, "", "cpu"):  # CPU collectives across processes
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(cfg.coordinator or None, cfg.num_processes or None,
                                    None if cfg.process_id < 0 else cfg.process_id)
 
@@ -109,6 +111,11 @@ def make_datasets(cfg: TrainConfig) -> tuple[data_lib.Dataset, data_lib.Dataset]
         return (data_lib.TFDS(arg, "train", n_classes, **size),
                 data_lib.TFDS(arg, "test", n_classes, **size))
     raise ValueError(f"data must be synthetic, folder:PATH or tfds:NAME, got {cfg.data!r}")
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """A replicated array's value, also when other processes hold parts of it."""
+    return np.asarray(x if x.is_fully_addressable else x.addressable_data(0))
 
 
 def global_batch(batch: dict, sharding: NamedSharding) -> tuple[jax.Array, jax.Array]:
@@ -255,13 +262,13 @@ def make_steps(cfg: TrainConfig):
 
 def evaluate(model, eval_step, dataset, cfg: TrainConfig, sharding) -> dict:
     model.eval()
-    n_classes = max(cfg.num_classes, 2)
-    cm, total, count = jnp.zeros((n_classes, n_classes), jnp.int32), 0.0, 0
+    cm, total, count = None, 0.0, 0  # the confusion matrix stays on device until the end
     for batch in data_lib.batches(dataset, cfg.batch_size, epoch=0, seed=cfg.seed, shuffle=False):
         loss, batch_cm = eval_step(model, *global_batch(batch, sharding))
-        cm, total, count = cm + batch_cm, total + float(loss), count + 1
+        cm = batch_cm if cm is None else cm + batch_cm
+        total, count = total + float(to_host(loss)), count + 1
     model.train()
-    return {"val_loss": total / max(count, 1), **metrics.summarize(np.asarray(cm))}
+    return {"val_loss": total / max(count, 1), **metrics.summarize(to_host(cm))}
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -350,7 +357,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 loss = train_step(model, optimizer, *global_batch(loader[index], data_sharding))
                 step += 1
                 seen += cfg.batch_size
-                epoch_losses.append(float(loss))
+                epoch_losses.append(float(to_host(loss)))
                 if step % 10 == 0 or index == steps_per_epoch - 1:
                     rate = seen / (time.perf_counter() - started)
                     bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", lr=f"{float(lr_at(step)):.2e}",
@@ -379,7 +386,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         periodic.close()
         best.close()
         log.close()
-    if step == total_steps and jax.process_index() == 0:
+    if step == total_steps and jax.process_count() == 1:  # pictures need the whole model here
         log.pictures(model, val_set, cfg)
     summary["model"] = model
     summary["interrupted"] = stop["requested"]
