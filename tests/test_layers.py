@@ -107,3 +107,15 @@ def test_one_training_step_matches_torch():
         want = value.numpy()
         np.testing.assert_allclose(exported[key], want, rtol=1e-4,
                                    atol=1e-5 * max(1.0, float(np.abs(want).max())), err_msg=key)
+
+
+@pytest.mark.parametrize("k, s, p, size", [(4, 2, 1, 5), (3, 2, 1, 6), (4, 2, 0, 4)])
+def test_transposed_conv_gradients_match_xla(k, s, p, size):
+    rng = np.random.default_rng(k * s + p)
+    x = jnp.asarray(rng.standard_normal((2, size, size + 1, 5)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, 5, 3)), jnp.float32)
+    y, vjp = jax.vjp(lambda x, w: layers.conv_transpose_nhwc(x, w, s, p), x, w)
+    _, vjp_ref = jax.vjp(lambda x, w: layers._conv_t(x, w, s, p), x, w)
+    dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, want in zip(vjp(dy), vjp_ref(dy)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))

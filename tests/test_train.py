@@ -66,7 +66,7 @@ def test_two_processes_on_localhost_equal_one_process(tmp_path):
                              num_processes=2, process_id=i), tmp_path / f"p{i}.npz",
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     results = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, results):
+    for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
     assert [json.loads(out.splitlines()[-1])["devices"] for out, _ in results] == [2, 2]
     single = np.load(tmp_path / "single.npz")

@@ -87,6 +87,46 @@ class Conv2d(nnx.Module):
         return y if self.bias is None else y + self.bias[...].astype(x.dtype)
 
 
+def _conv_t(x, k, stride: int, padding: int):
+    """torch ConvTranspose2d on NHWC with k (kh, kw, in, out): a conv of the dilated input
+    with the flipped kernel."""
+    kh, kw = k.shape[:2]
+    pad = ((kh - 1 - padding,) * 2, (kw - 1 - padding,) * 2)
+    return jax.lax.conv_transpose(x, k[::-1, ::-1], (stride, stride), pad, dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_transpose_nhwc(x: jax.Array, k: jax.Array, stride: int, padding: int) -> jax.Array:
+    """`_conv_t` whose kernel gradient is a GEMM per tap, like `conv_nhwc`."""
+    return _conv_t(x, k, stride, padding)
+
+
+def _conv_t_fwd(x, k, stride, padding):
+    return _conv_t(x, k, stride, padding), (x, k)
+
+
+def _conv_t_bwd(stride, padding, residuals, dy):
+    x, k = residuals
+    dx = jax.vjp(lambda x: _conv_t(x, k, stride, padding), x)[1](dy)[0]
+    kh, kw, cin, cout = k.shape
+    b, h, w, _ = x.shape
+    # y[s*h + i - p] += x[h] k[i]: tap (i, j) pairs x with dy sampled from offset (i, j).
+    dyp = jnp.pad(dy, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    x2 = x.reshape(-1, cin).T
+    acc = _accumulation_dtype(dy.dtype)
+
+    def tap(i, j):
+        window = jax.lax.slice(dyp, (0, i, j, 0), (b, i + stride * (h - 1) + 1,
+                                                   j + stride * (w - 1) + 1, cout), (1, stride, stride, 1))
+        return jnp.matmul(x2, window.reshape(-1, cout), preferred_element_type=acc)
+
+    dk = jnp.stack([jnp.stack([tap(i, j) for j in range(kw)]) for i in range(kh)])
+    return dx, dk.astype(k.dtype)
+
+
+conv_transpose_nhwc.defvjp(_conv_t_fwd, _conv_t_bwd)
+
+
 class ConvTranspose2d(nnx.Module):
     """torch.nn.ConvTranspose2d(in_ch, out_ch, kernel, stride, padding), NHWC.
 
@@ -112,10 +152,7 @@ class ConvTranspose2d(nnx.Module):
             b, h, w, _ = x.shape
             y = jnp.einsum("bhwc,ijco->bhiwjo", x, k).reshape(b, h * kh, w * kw, out_ch)
         else:
-            # A transposed conv is a conv of the dilated input with the flipped kernel.
-            pad = ((kh - 1 - self.padding,) * 2, (kw - 1 - self.padding,) * 2)
-            y = jax.lax.conv_transpose(x, k[::-1, ::-1], (self.stride,) * 2, pad,
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = conv_transpose_nhwc(x, k, self.stride, self.padding)
         return y + self.bias[...].astype(x.dtype)
 
 
