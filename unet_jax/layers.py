@@ -36,36 +36,53 @@ def _conv(x, k, stride: int, padding: int):
                                         dimension_numbers=_NHWC)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_nhwc(x: jax.Array, k: jax.Array, stride: int, padding: int) -> jax.Array:
-    """Cross-correlation with symmetric padding, NHWC / HWIO, whose kernel gradient is a
-    GEMM per tap: XLA:CPU's own kernel-gradient convolution is 2-5x slower (see README)."""
-    return _conv(x, k, stride, padding)
-
-
-def _conv_fwd(x, k, stride, padding):
-    return _conv(x, k, stride, padding), (x, k)
-
-
-def _conv_bwd(stride, padding, residuals, dy):
-    x, k = residuals
-    dx = jax.vjp(lambda x: _conv(x, k, stride, padding), x)[1](dy)[0]
-    kh, kw, cin, cout = k.shape
-    b, ho, wo, _ = dy.shape
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    dy2 = dy.reshape(-1, cout)
-    acc = _accumulation_dtype(dy.dtype)
+def _tap_gemms(sliding: jax.Array, fixed: jax.Array, kernel: int, stride: int, padding: int,
+               sliding_first: bool) -> jax.Array:
+    """A kernel gradient as one GEMM per tap: tap (i, j) contracts `fixed` (B, H, W, C) over
+    B*H*W with the window of `sliding`, padded, that starts at (i, j) and steps by `stride`.
+    Returns (kernel, kernel, C_first, C_second), `sliding` first when `sliding_first`."""
+    b, h, w, _ = fixed.shape
+    c = sliding.shape[-1]
+    padded = jnp.pad(sliding, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    fixed2 = fixed.reshape(-1, fixed.shape[-1])
+    acc = _accumulation_dtype(fixed.dtype)
 
     def tap(i, j):
-        window = jax.lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1,
-                                                  j + stride * (wo - 1) + 1, cin), (1, stride, stride, 1))
-        return jnp.matmul(window.reshape(-1, cin).T, dy2, preferred_element_type=acc)
+        window = jax.lax.slice(padded, (0, i, j, 0), (b, i + stride * (h - 1) + 1,
+                                                      j + stride * (w - 1) + 1, c),
+                               (1, stride, stride, 1)).reshape(-1, c)
+        first, second = (window, fixed2) if sliding_first else (fixed2, window)
+        return jnp.matmul(first.T, second, preferred_element_type=acc)
 
-    dk = jnp.stack([jnp.stack([tap(i, j) for j in range(kw)]) for i in range(kh)])
-    return dx, dk.astype(k.dtype)
+    return jnp.stack([jnp.stack([tap(i, j) for j in range(kernel)]) for i in range(kernel)])
 
 
-conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
+def _with_tapwise_kernel_grad(op, sliding_first: bool):
+    """`op(x, k, stride, padding)` whose kernel gradient is `_tap_gemms`: XLA:CPU's own
+    kernel-gradient convolution is 2-5x slower (README, Benchmarks). For a conv,
+    dk[i, j] = sum_out x[s*h + i - p] dy[h]; for a transposed conv (y[s*h + i - p] += x[h] k[i])
+    dk[i, j] = sum_in x[h] dy[s*h + i - p]."""
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def fn(x, k, stride, padding):
+        return op(x, k, stride, padding)
+
+    def fwd(x, k, stride, padding):
+        return op(x, k, stride, padding), (x, k)
+
+    def bwd(stride, padding, residuals, dy):
+        x, k = residuals
+        dx = jax.vjp(lambda x: op(x, k, stride, padding), x)[1](dy)[0]
+        sliding, fixed = (x, dy) if sliding_first else (dy, x)
+        dk = _tap_gemms(sliding, fixed, k.shape[0], stride, padding, sliding_first)
+        return dx, dk.astype(k.dtype)
+
+    fn.defvjp(fwd, bwd)
+    return fn
+
+
+# Cross-correlation with symmetric padding, NHWC / HWIO.
+conv_nhwc = _with_tapwise_kernel_grad(_conv, sliding_first=True)
 
 
 class Conv2d(nnx.Module):
@@ -95,36 +112,7 @@ def _conv_t(x, k, stride: int, padding: int):
     return jax.lax.conv_transpose(x, k[::-1, ::-1], (stride, stride), pad, dimension_numbers=_NHWC)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_transpose_nhwc(x: jax.Array, k: jax.Array, stride: int, padding: int) -> jax.Array:
-    """`_conv_t` whose kernel gradient is a GEMM per tap, like `conv_nhwc`."""
-    return _conv_t(x, k, stride, padding)
-
-
-def _conv_t_fwd(x, k, stride, padding):
-    return _conv_t(x, k, stride, padding), (x, k)
-
-
-def _conv_t_bwd(stride, padding, residuals, dy):
-    x, k = residuals
-    dx = jax.vjp(lambda x: _conv_t(x, k, stride, padding), x)[1](dy)[0]
-    kh, kw, cin, cout = k.shape
-    b, h, w, _ = x.shape
-    # y[s*h + i - p] += x[h] k[i]: tap (i, j) pairs x with dy sampled from offset (i, j).
-    dyp = jnp.pad(dy, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    x2 = x.reshape(-1, cin).T
-    acc = _accumulation_dtype(dy.dtype)
-
-    def tap(i, j):
-        window = jax.lax.slice(dyp, (0, i, j, 0), (b, i + stride * (h - 1) + 1,
-                                                   j + stride * (w - 1) + 1, cout), (1, stride, stride, 1))
-        return jnp.matmul(x2, window.reshape(-1, cout), preferred_element_type=acc)
-
-    dk = jnp.stack([jnp.stack([tap(i, j) for j in range(kw)]) for i in range(kh)])
-    return dx, dk.astype(k.dtype)
-
-
-conv_transpose_nhwc.defvjp(_conv_t_fwd, _conv_t_bwd)
+conv_transpose_nhwc = _with_tapwise_kernel_grad(_conv_t, sliding_first=False)
 
 
 class ConvTranspose2d(nnx.Module):
