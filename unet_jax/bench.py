@@ -99,7 +99,7 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
 
     xj = jnp.asarray(x)
     t0 = time.perf_counter()
-    jax.block_until_ready(infer(model, xj))
+    infer.lower(model, xj).compile()
     jax_compile_infer = time.perf_counter() - t0
 
     cfg = train.TrainConfig(arch=arch, num_classes=n_out, optimizer="sgd", lr=0.01,
@@ -111,11 +111,8 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     train_step, _ = train.make_steps(cfg)
     lj = jnp.asarray(labels)
     t0 = time.perf_counter()
-    jax.block_until_ready(train_step(train_model, optimizer, xj, lj))
+    compiled = train_step.lower(train_model, optimizer, xj, lj).compile()
     jax_compile_train = time.perf_counter() - t0
-    graphdef, state = nnx.split((train_model, optimizer))
-    compiled = jax.jit(lambda s, x, y: train_step(*nnx.merge(graphdef, s), x, y)).lower(
-        state, xj, lj).compile()
     memory = compiled.memory_analysis()
     temp_mb = (memory.temp_size_in_bytes / 2**20) if memory is not None else float("nan")
 

@@ -69,11 +69,10 @@ def _torch_available() -> bool:
 def cmd_convert(args) -> int:
     import unet_jax
     from unet_jax.convert.api import load_torch_with_report
-    from unet_jax.convert.io import read_state_dict
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"error: {out} exists and is not empty; nothing written")
-    model, report = load_torch_with_report(args.checkpoint, args.arch, **parse_sets(args.set))
+    model, report, state = load_torch_with_report(args.checkpoint, args.arch, **parse_sets(args.set))
     n_params = sum(int(np.prod(v.shape)) for v in _param_leaves(model))
     print(f"arch:    {_arch_name(model)}\nconfig:  {model.config}\nparams:  {n_params:,}")
     print(f"keys:    {len(report['mapped'])} mapped, {len(report['ignored'])} ignored"
@@ -82,7 +81,6 @@ def cmd_convert(args) -> int:
           + (f", {len(report['defaulted'])} absent and defaulted (num_batches_tracked)"
              if report["defaulted"] else ""))
     if args.verify and _torch_available():
-        state, _ = read_state_dict(args.checkpoint)
         result = _parity_report(state, model, args.size, 1, "float32")
         print(result.format())
         if not result.ok:
@@ -106,10 +104,8 @@ def cmd_parity(args) -> int:
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     from unet_jax.convert.api import load_torch_with_report
-    from unet_jax.convert.io import read_state_dict
-    model, _ = load_torch_with_report(args.checkpoint, args.arch, dtype=args.dtype,
-                                      **parse_sets(args.set))
-    state, _ = read_state_dict(args.checkpoint)
+    model, _, state = load_torch_with_report(args.checkpoint, args.arch, dtype=args.dtype,
+                                             **parse_sets(args.set))
     result = _parity_report(state, model, args.size, args.batch, args.dtype)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format(args.layers))
     return 0 if result.ok else 1
@@ -136,8 +132,10 @@ def cmd_demo(args) -> int:
     from parity import harness
     from unet_jax import registry, train
     workdir = Path(args.workdir)
-    if workdir.exists() and any(workdir.iterdir()):
-        raise FileExistsError(f"{workdir} exists and is not empty; pass another --workdir")
+    for n in range(2, 1000):  # a fresh directory for every run: runs/demo, runs/demo-2, ...
+        if not (workdir.exists() and any(workdir.iterdir())):
+            break
+        workdir = Path(f"{args.workdir}-{n}")
     workdir.mkdir(parents=True, exist_ok=True)
 
     print("== 1. parity: a seeded torch checkpoint of every arch at upstream widths")
@@ -251,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=lambda args: __import__("unet_jax.bench").bench.main(args))
 
     d = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
-    d.add_argument("--workdir", default="runs/demo", help="a new directory for the outputs")
+    d.add_argument("--workdir", default="runs/demo",
+                   help="outputs go here, or to WORKDIR-2, -3, ... if it is not empty")
     d.add_argument("--epochs", type=int, default=6)
     d.add_argument("--classes", type=int, default=4)
     d.add_argument("--size", type=int, default=64, help="image size (a multiple of 16)")

@@ -22,6 +22,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import unet_jax
 from unet_jax import data as data_lib
 from unet_jax import losses, metrics
 
@@ -131,7 +132,6 @@ def global_batch(batch: dict, sharding: NamedSharding) -> tuple[jax.Array, jax.A
 
 
 def make_model(cfg: TrainConfig) -> nnx.Module:
-    import unet_jax
     options = dict(cfg.model, num_classes=cfg.num_classes)
     if cfg.init_from and Path(cfg.init_from).is_dir():
         model = unet_jax.load(cfg.init_from, arch=cfg.arch)

@@ -45,7 +45,8 @@ def _config_for(arch_name: str | None, shapes: registry.Shapes, overrides: dict)
 
 def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None = None, *,
                            strict: bool = True, dtype=None, **config):
-    """`load_torch`, also returning the report {"mapped", "ignored", "defaulted", "skipped"}."""
+    """`load_torch`, also returning the report {"mapped", "ignored", "defaulted", "skipped"}
+    and the state_dict as read (numpy arrays), for callers that compare against torch."""
     if dtype is not None and np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")
     state, label = read_state_dict(source)
@@ -63,7 +64,7 @@ def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None
                                       label, e.missing, e.unexpected, e.mismatched) from None
         raise
     model.eval()
-    return model, report
+    return model, report, state
 
 
 def load_torch(source: str | os.PathLike | Mapping, arch: str | None = None, *,
