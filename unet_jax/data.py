@@ -135,7 +135,7 @@ class TFDS:
             import tensorflow_datasets as tfds
         except ImportError as e:
             raise ImportError("the tfds source needs tensorflow-datasets: "
-                              "pip install tensorflow-datasets") from e
+                              "pip install tensorflow-datasets (or the tfds extra)") from e
         return tfds.data_source(self.name, split=self.split)
 
     def __len__(self) -> int:
