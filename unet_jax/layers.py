@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from unet_jax import winograd
+
 
 def _torch_uniform(bound: float):
     """U(-bound, bound): torch's default init for conv weights and biases."""
@@ -84,6 +86,23 @@ def _with_tapwise_kernel_grad(op, sliding_first: bool):
 # Cross-correlation with symmetric padding, NHWC / HWIO.
 conv_nhwc = _with_tapwise_kernel_grad(_conv, sliding_first=True)
 
+# On CPU, 3x3 stride-1 convs with at least this many input channels run as Winograd
+# F(2x2, 3x3) (float32/float64 only); from WINOGRAD_INPUT_GRAD_CHANNELS their input gradient
+# too. Below these, XLA's direct convolution is faster (README, Benchmarks).
+WINOGRAD_CHANNELS = 64
+WINOGRAD_INPUT_GRAD_CHANNELS = 256
+
+
+def conv3x3_nhwc(x: jax.Array, k: jax.Array, padding: int) -> jax.Array:
+    """`conv_nhwc(x, k, 1, padding)` for a 3x3 kernel, by Winograd where that is faster."""
+    in_ch = k.shape[2]
+    if in_ch < WINOGRAD_CHANNELS or x.dtype not in (jnp.float32, jnp.float64):
+        return conv_nhwc(x, k, 1, padding)
+    input_grad = in_ch >= WINOGRAD_INPUT_GRAD_CHANNELS
+    return jax.lax.platform_dependent(
+        x, k, cpu=lambda x, k: winograd.conv3x3(x, k, padding, input_grad),
+        default=lambda x, k: conv_nhwc(x, k, 1, padding))
+
 
 class Conv2d(nnx.Module):
     """torch.nn.Conv2d(in_ch, out_ch, kernel, stride, padding) with torch's default init;
@@ -100,7 +119,11 @@ class Conv2d(nnx.Module):
         self.stride, self.padding = stride, padding
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = conv_nhwc(x, self.kernel[...].astype(x.dtype), self.stride, self.padding)
+        k = self.kernel[...].astype(x.dtype)
+        if k.shape[:2] == (3, 3) and self.stride == 1:
+            y = conv3x3_nhwc(x, k, self.padding)
+        else:
+            y = conv_nhwc(x, k, self.stride, self.padding)
         return y if self.bias is None else y + self.bias[...].astype(x.dtype)
 
 
