@@ -1,5 +1,7 @@
 """Torch-semantics primitives against torch itself, and one training step against torch."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ from flax import nnx
 
 import unet_jax
 from parity import harness
-from unet_jax import layers, losses, registry
+from unet_jax import layers, losses, registry, winograd
 
 
 def nchw(x):
@@ -39,6 +41,53 @@ def test_conv_gradients_match_xla(k, stride, pad, size):
     np.testing.assert_array_equal(y, y_ref)
     for got, want in zip(vjp(dy), vjp_ref(dy)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(jnp.float32, 2e-5), (jnp.float64, 1e-12)])
+@pytest.mark.parametrize("pad, h, w", [(1, 16, 16), (1, 9, 14), (0, 11, 8), (0, 3, 4)])
+@pytest.mark.parametrize("winograd_input_grad", [True, False])
+def test_winograd_conv_and_gradients_match_xla(dtype, rtol, pad, h, w, winograd_input_grad):
+    """Even and odd output sizes (odd ones pad the last tile), 'same' and 'valid' padding."""
+    with jax.enable_x64(dtype == jnp.float64):
+        rng = np.random.default_rng(h * w + pad)
+        x = jnp.asarray(rng.standard_normal((2, h, w, 6)), dtype)
+        k = jnp.asarray(rng.standard_normal((3, 3, 6, 5)), dtype)
+        reference = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
+                                      padding=((pad, pad),) * 2, precision="highest",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y, vjp = jax.vjp(lambda x, k: winograd.conv3x3(x, k, pad, winograd_input_grad), x, k)
+        y_ref, vjp_ref = jax.vjp(reference, x, k)
+        dy = jnp.asarray(rng.standard_normal(y.shape), dtype)
+        for got, want in zip((y, *vjp(dy)), (y_ref, *vjp_ref(dy))):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=0, atol=rtol * float(jnp.abs(want).max()))
+
+
+@pytest.mark.parametrize("k, stride, pad, size", [(3, 1, 1, 12), (3, 1, 0, 9), (7, 2, 3, 14)])
+@pytest.mark.parametrize("in_ch, out_ch", [(3, 20), (3, 8), (20, 8), (20, 24)])
+def test_every_cpu_conv_algorithm_matches_xla(k, stride, pad, size, in_ch, out_ch):
+    """Stem products (3 inputs), XLA's conv (8 outputs), Winograd or tap GEMMs (20 -> 24)."""
+    rng = np.random.default_rng(in_ch * out_ch + size)
+    x = jnp.asarray(rng.standard_normal((2, size, size + 1, in_ch)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, in_ch, out_ch)), jnp.float32)
+    reference = functools.partial(jax.lax.conv_general_dilated, window_strides=(stride,) * 2,
+                                  padding=((pad, pad),) * 2, precision="highest",
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y, vjp = jax.vjp(lambda x, w: layers.conv2d_nhwc(x, w, stride, pad), x, w)
+    y_ref, vjp_ref = jax.vjp(reference, x, w)
+    dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, want in zip((y, *vjp(dy)), (y_ref, *vjp_ref(dy))):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * float(jnp.abs(want).max()))
+
+
+def test_winograd_is_used_on_cpu_from_the_channel_threshold():
+    def lowered(in_ch):
+        x = jnp.zeros((1, 8, 8, in_ch), jnp.float32)
+        k = jnp.zeros((3, 3, in_ch, 32), jnp.float32)
+        return jax.jit(layers.conv2d_nhwc, static_argnums=(2, 3)).lower(x, k, 1, 1).as_text()
+
+    assert "convolution" not in lowered(layers.WINOGRAD_CHANNELS)
+    assert "convolution" in lowered(layers.WINOGRAD_CHANNELS - 1)
 
 
 @pytest.mark.parametrize("n", [7, 8, 15, 16, 33])

@@ -8,6 +8,7 @@ XLA flags must be set before JAX starts, so `unet-jax bench` / `scripts/bench.py
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -54,13 +55,21 @@ def bench_size(arch: str, size: int) -> tuple[int, int]:
     return s, s
 
 
-def _median_alternating(fns: list, repeats: int) -> list[float]:
+def _median_alternating(fns: list, repeats: int, min_sample_s: float = 0.3) -> list[float]:
+    """Median seconds per call of each fn; each sample averages enough calls to last
+    `min_sample_s`, so millisecond steps are not drowned in timer and scheduler noise."""
+    calls = []
+    for fn in fns:
+        start = time.perf_counter()
+        fn()
+        calls.append(max(1, math.ceil(min_sample_s / max(time.perf_counter() - start, 1e-6))))
     times = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
+            for _ in range(calls[i]):
+                fn()
+            times[i].append((time.perf_counter() - start) / calls[i])
     return [statistics.median(t) for t in times]
 
 

@@ -86,22 +86,75 @@ def _with_tapwise_kernel_grad(op, sliding_first: bool):
 # Cross-correlation with symmetric padding, NHWC / HWIO.
 conv_nhwc = _with_tapwise_kernel_grad(_conv, sliding_first=True)
 
-# On CPU, 3x3 stride-1 convs with at least this many input channels run as Winograd
-# F(2x2, 3x3) (float32/float64 only); from WINOGRAD_INPUT_GRAD_CHANNELS their input gradient
-# too. Below these, XLA's direct convolution is faster (README, Benchmarks).
-WINOGRAD_CHANNELS = 64
+
+def _conv_by_products(x, k, stride: int, padding: int):
+    """The convolution as kh*kw*C_in broadcast multiply-adds in one fused loop: on XLA:CPU
+    4x faster than its convolution for the 1-4 input channels of an image stem."""
+    kh, kw, in_ch, _ = k.shape
+    b, h, w, _ = x.shape
+    ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    acc = _accumulation_dtype(x.dtype)
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))).astype(acc)
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            window = xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            for c in range(in_ch):
+                term = window[..., c:c + 1] * k[i, j, c].astype(acc)
+                y = term if y is None else y + term
+    return y.astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _stem_conv(x, k, stride: int, padding: int):
+    """Forward by products; gradients as `conv2d_nhwc` would compute them without it."""
+    return _conv_by_products(x, k, stride, padding)
+
+
+def _stem_conv_fwd(x, k, stride, padding):
+    return _conv_by_products(x, k, stride, padding), (x, k)
+
+
+def _stem_conv_bwd(stride, padding, residuals, dy):
+    x, k = residuals
+    conv = _conv if k.shape[-1] <= NATIVE_OUTPUT_CHANNELS else conv_nhwc
+    return jax.vjp(lambda x, k: conv(x, k, stride, padding), x, k)[1](dy)
+
+
+_stem_conv.defvjp(_stem_conv_fwd, _stem_conv_bwd)
+
+# Algorithm choice on CPU, measured per layer shape against XLA's convolution (README,
+# Benchmarks). Inputs with at most STEM_CHANNELS channels: `_conv_by_products`. Outputs
+# with at most NATIVE_OUTPUT_CHANNELS channels: XLA's convolution and its own gradients.
+# 3x3 stride-1 convs with at least WINOGRAD_CHANNELS inputs: Winograd F(2x2, 3x3), from
+# WINOGRAD_INPUT_GRAD_CHANNELS inputs for the input gradient too. Otherwise `conv_nhwc`.
+# bfloat16 and other platforms always use `conv_nhwc` (cuDNN picks its own algorithms).
+STEM_CHANNELS = 4
+NATIVE_OUTPUT_CHANNELS = 16
+WINOGRAD_CHANNELS = 16
 WINOGRAD_INPUT_GRAD_CHANNELS = 256
 
 
-def conv3x3_nhwc(x: jax.Array, k: jax.Array, padding: int) -> jax.Array:
-    """`conv_nhwc(x, k, 1, padding)` for a 3x3 kernel, by Winograd where that is faster."""
-    in_ch = k.shape[2]
-    if in_ch < WINOGRAD_CHANNELS or x.dtype not in (jnp.float32, jnp.float64):
-        return conv_nhwc(x, k, 1, padding)
-    input_grad = in_ch >= WINOGRAD_INPUT_GRAD_CHANNELS
-    return jax.lax.platform_dependent(
-        x, k, cpu=lambda x, k: winograd.conv3x3(x, k, padding, input_grad),
-        default=lambda x, k: conv_nhwc(x, k, 1, padding))
+def _cpu_algorithm(k: jax.Array, stride: int, padding: int):
+    kh, kw, in_ch, out_ch = k.shape
+    if in_ch <= STEM_CHANNELS:
+        return lambda x, k: _stem_conv(x, k, stride, padding)
+    if out_ch <= NATIVE_OUTPUT_CHANNELS:
+        return lambda x, k: _conv(x, k, stride, padding)
+    if (kh, kw, stride) == (3, 3, 1) and in_ch >= WINOGRAD_CHANNELS:
+        input_grad = in_ch >= WINOGRAD_INPUT_GRAD_CHANNELS
+        return lambda x, k: winograd.conv3x3(x, k, padding, input_grad)
+    return None
+
+
+def conv2d_nhwc(x: jax.Array, k: jax.Array, stride: int, padding: int) -> jax.Array:
+    """`conv_nhwc`, by the fastest algorithm for this shape on CPU (same numbers to float
+    rounding: see the parity suite)."""
+    cpu = _cpu_algorithm(k, stride, padding) if x.dtype in (jnp.float32, jnp.float64) else None
+    default = lambda x, k: conv_nhwc(x, k, stride, padding)  # noqa: E731
+    if cpu is None:
+        return default(x, k)
+    return jax.lax.platform_dependent(x, k, cpu=cpu, default=default)
 
 
 class Conv2d(nnx.Module):
@@ -119,11 +172,7 @@ class Conv2d(nnx.Module):
         self.stride, self.padding = stride, padding
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel[...].astype(x.dtype)
-        if k.shape[:2] == (3, 3) and self.stride == 1:
-            y = conv3x3_nhwc(x, k, self.padding)
-        else:
-            y = conv_nhwc(x, k, self.stride, self.padding)
+        y = conv2d_nhwc(x, self.kernel[...].astype(x.dtype), self.stride, self.padding)
         return y if self.bias is None else y + self.bias[...].astype(x.dtype)
 
 
