@@ -89,7 +89,7 @@ conv_nhwc = _with_tapwise_kernel_grad(_conv, sliding_first=True)
 
 def _conv_by_products(x, k, stride: int, padding: int):
     """The convolution as kh*kw*C_in broadcast multiply-adds in one fused loop: on XLA:CPU
-    4x faster than its convolution for the 1-4 input channels of an image stem."""
+    1.5-4x faster than its convolution for a 3x3 stride-1 conv of 1-4 input channels."""
     kh, kw, in_ch, _ = k.shape
     b, h, w, _ = x.shape
     ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
@@ -124,7 +124,8 @@ def _stem_conv_bwd(stride, padding, residuals, dy):
 _stem_conv.defvjp(_stem_conv_fwd, _stem_conv_bwd)
 
 # Algorithm choice on CPU, measured per layer shape against XLA's convolution (README,
-# Benchmarks). Inputs with at most STEM_CHANNELS channels: `_conv_by_products`. Outputs
+# Benchmarks). Stride 1 with at most STEM_CHANNELS inputs: `_conv_by_products` (at
+# stride 2, e.g. ResNet's 7x7 stem, XLA's convolution is faster). Outputs
 # with at most NATIVE_OUTPUT_CHANNELS channels: XLA's convolution and its own gradients.
 # 3x3 stride-1 convs with at least WINOGRAD_CHANNELS inputs: Winograd F(2x2, 3x3), from
 # WINOGRAD_INPUT_GRAD_CHANNELS inputs for the input gradient too. Otherwise `conv_nhwc`.
@@ -137,7 +138,7 @@ WINOGRAD_INPUT_GRAD_CHANNELS = 256
 
 def _cpu_algorithm(k: jax.Array, stride: int, padding: int):
     kh, kw, in_ch, out_ch = k.shape
-    if in_ch <= STEM_CHANNELS:
+    if in_ch <= STEM_CHANNELS and stride == 1:
         return lambda x, k: _stem_conv(x, k, stride, padding)
     if out_ch <= NATIVE_OUTPUT_CHANNELS:
         return lambda x, k: _conv(x, k, stride, padding)
@@ -275,30 +276,55 @@ def upsample_nearest2(x: jax.Array) -> jax.Array:
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) linear-interpolation weights sampling at dst * (n_in-1) / (n_out-1)."""
-    src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
-    m = np.zeros((n_out, n_in), np.float64)
-    m[np.arange(n_out), lo] += 1.0 - frac
-    m[np.arange(n_out), hi] += frac
-    return m
+def _align_corners_weights(n_in: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For 2x upsampling with align_corners: each output's two source indices and the
+    weight of the second, sampling at dst * (n_in-1) / (2 n_in-1) computed in `dtype` as
+    torch does (float32 for float32 and bfloat16 inputs)."""
+    n_out = 2 * n_in
+    dtype = np.promote_types(jnp.promote_types(dtype, jnp.float32), np.float32)
+    scale = dtype.type((n_in - 1) / (n_out - 1))
+    src = np.arange(n_out).astype(dtype) * scale
+    lo = np.floor(src).astype(np.int32)
+    return lo, np.minimum(lo + 1, n_in - 1), src - lo
 
 
+def _lerp_axis(x: jax.Array, axis: int) -> jax.Array:
+    """torch's `(1 - l) * x[lo] + l * x[hi]` along `axis`, doubling its size."""
+    lo, hi, frac = _align_corners_weights(x.shape[axis], x.dtype)
+    shape = [1] * x.ndim
+    shape[axis] = frac.size
+    frac = jnp.asarray(frac.reshape(shape), x.dtype)
+    return jnp.take(x, lo, axis=axis) * (1 - frac) + jnp.take(x, hi, axis=axis) * frac
+
+
+def _upsample_bilinear2_transpose(dy: jax.Array) -> jax.Array:
+    """The adjoint of the upsampling as two small matmuls: XLA:CPU's scatter-add, the
+    adjoint of `jnp.take`, is 2-4x slower."""
+
+    def matrix(n_in: int) -> jax.Array:
+        lo, hi, frac = _align_corners_weights(n_in, dy.dtype)
+        m = np.zeros((2 * n_in, n_in))
+        m[np.arange(2 * n_in), lo] += 1.0 - frac
+        m[np.arange(2 * n_in), hi] += frac
+        return jnp.asarray(m, dy.dtype)
+
+    _, h, w, _ = dy.shape
+    dx = jnp.einsum("oh,bowc->bhwc", matrix(h // 2), dy)
+    return jnp.einsum("pw,bhpc->bhwc", matrix(w // 2), dx)
+
+
+@jax.custom_vjp
 def upsample_bilinear2(x: jax.Array) -> jax.Array:
     """nn.UpsamplingBilinear2d(scale_factor=2), i.e. bilinear with align_corners=True.
 
     `jax.image.resize` uses half-pixel centres (align_corners=False) and differs by O(1).
-    The resize is written as two small matmuls with exact weights (two non-zeros a row).
+    Forward: two gathers and lerps, as torch's kernel; gradient: two matmuls.
     """
-    _, h, w, _ = x.shape
-    mh = jnp.asarray(_align_corners_matrix(h, 2 * h), x.dtype)
-    mw = jnp.asarray(_align_corners_matrix(w, 2 * w), x.dtype)
-    hp = jax.lax.Precision.HIGHEST
-    y = jnp.einsum("oh,bhwc->bowc", mh, x, precision=hp)
-    return jnp.einsum("pw,bowc->bopc", mw, y, precision=hp)
+    return _lerp_axis(_lerp_axis(x, 1), 2)
+
+
+upsample_bilinear2.defvjp(lambda x: (upsample_bilinear2(x), None),
+                          lambda _, dy: (_upsample_bilinear2_transpose(dy),))
 
 
 def crop_like_semseg(skip: jax.Array, up: jax.Array, valid_sizes: str) -> jax.Array:
