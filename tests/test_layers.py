@@ -65,8 +65,9 @@ def test_winograd_conv_and_gradients_match_xla(dtype, rtol, pad, h, w, winograd_
 
 @pytest.mark.parametrize("k, stride, pad, size", [(3, 1, 1, 12), (3, 1, 0, 9), (7, 2, 3, 14)])
 @pytest.mark.parametrize("in_ch, out_ch", [(3, 20), (3, 8), (20, 8), (20, 24)])
-def test_every_cpu_conv_algorithm_matches_xla(k, stride, pad, size, in_ch, out_ch):
+def test_every_cpu_conv_algorithm_matches_xla(k, stride, pad, size, in_ch, out_ch, monkeypatch):
     """Stem products (3 inputs), XLA's conv (8 outputs), Winograd or tap GEMMs (20 -> 24)."""
+    monkeypatch.setattr(layers, "WINOGRAD_MIN_MACS", 0)
     rng = np.random.default_rng(in_ch * out_ch + size)
     x = jnp.asarray(rng.standard_normal((2, size, size + 1, in_ch)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((k, k, in_ch, out_ch)), jnp.float32)
@@ -80,14 +81,15 @@ def test_every_cpu_conv_algorithm_matches_xla(k, stride, pad, size, in_ch, out_c
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * float(jnp.abs(want).max()))
 
 
-def test_winograd_is_used_on_cpu_from_the_channel_threshold():
-    def lowered(in_ch):
-        x = jnp.zeros((1, 8, 8, in_ch), jnp.float32)
+def test_winograd_is_used_on_cpu_from_the_channel_and_size_thresholds():
+    def lowered(in_ch, size=128):
+        x = jnp.zeros((1, size, size, in_ch), jnp.float32)
         k = jnp.zeros((3, 3, in_ch, 32), jnp.float32)
         return jax.jit(layers.conv2d_nhwc, static_argnums=(2, 3)).lower(x, k, 1, 1).as_text()
 
     assert "convolution" not in lowered(layers.WINOGRAD_CHANNELS)
     assert "convolution" in lowered(layers.WINOGRAD_CHANNELS - 1)
+    assert "convolution" in lowered(layers.WINOGRAD_CHANNELS, size=8)
 
 
 @pytest.mark.parametrize("n", [7, 8, 15, 16, 33])

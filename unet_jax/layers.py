@@ -127,22 +127,26 @@ _stem_conv.defvjp(_stem_conv_fwd, _stem_conv_bwd)
 # Benchmarks). Stride 1 with at most STEM_CHANNELS inputs: `_conv_by_products` (at
 # stride 2, e.g. ResNet's 7x7 stem, XLA's convolution is faster). Outputs
 # with at most NATIVE_OUTPUT_CHANNELS channels: XLA's convolution and its own gradients.
-# 3x3 stride-1 convs with at least WINOGRAD_CHANNELS inputs: Winograd F(2x2, 3x3), from
-# WINOGRAD_INPUT_GRAD_CHANNELS inputs for the input gradient too. Otherwise `conv_nhwc`.
+# 3x3 stride-1 convs with at least WINOGRAD_CHANNELS inputs and WINOGRAD_MIN_MACS
+# multiply-adds: Winograd F(2x2, 3x3), from WINOGRAD_INPUT_GRAD_CHANNELS inputs for the input
+# gradient too (smaller convs gain < 0.2 ms and cost compile time). Otherwise `conv_nhwc`.
 # bfloat16 and other platforms always use `conv_nhwc` (cuDNN picks its own algorithms).
 STEM_CHANNELS = 4
 NATIVE_OUTPUT_CHANNELS = 16
 WINOGRAD_CHANNELS = 16
+WINOGRAD_MIN_MACS = 2**25
 WINOGRAD_INPUT_GRAD_CHANNELS = 256
 
 
-def _cpu_algorithm(k: jax.Array, stride: int, padding: int):
+def _cpu_algorithm(x: jax.Array, k: jax.Array, stride: int, padding: int):
     kh, kw, in_ch, out_ch = k.shape
     if in_ch <= STEM_CHANNELS and stride == 1:
         return lambda x, k: _stem_conv(x, k, stride, padding)
     if out_ch <= NATIVE_OUTPUT_CHANNELS:
         return lambda x, k: _conv(x, k, stride, padding)
-    if (kh, kw, stride) == (3, 3, 1) and in_ch >= WINOGRAD_CHANNELS:
+    b, h, w, _ = x.shape
+    macs = b * (h + 2 * padding - 2) * (w + 2 * padding - 2) * 9 * in_ch * out_ch
+    if (kh, kw, stride) == (3, 3, 1) and in_ch >= WINOGRAD_CHANNELS and macs >= WINOGRAD_MIN_MACS:
         input_grad = in_ch >= WINOGRAD_INPUT_GRAD_CHANNELS
         return lambda x, k: winograd.conv3x3(x, k, padding, input_grad)
     return None
@@ -151,7 +155,7 @@ def _cpu_algorithm(k: jax.Array, stride: int, padding: int):
 def conv2d_nhwc(x: jax.Array, k: jax.Array, stride: int, padding: int) -> jax.Array:
     """`conv_nhwc`, by the fastest algorithm for this shape on CPU (same numbers to float
     rounding: see the parity suite)."""
-    cpu = _cpu_algorithm(k, stride, padding) if x.dtype in (jnp.float32, jnp.float64) else None
+    cpu = _cpu_algorithm(x, k, stride, padding) if x.dtype in (jnp.float32, jnp.float64) else None
     default = lambda x, k: conv_nhwc(x, k, stride, padding)  # noqa: E731
     if cpu is None:
         return default(x, k)
