@@ -99,6 +99,22 @@ def test_ceil_mode_max_pool(n):
     np.testing.assert_array_equal(np.asarray(layers.max_pool3_s2_ceil(jnp.asarray(x))), want)
 
 
+@pytest.mark.parametrize("h, w", [(8, 8), (7, 9)])
+def test_max_pool2_and_its_gradient_match_torch_with_ties(h, w):
+    """Half the inputs are ReLU zeros and one window holds three equal maxima: the gradient
+    must reach only the first maximum of each window, as in torch."""
+    rng = np.random.default_rng(h)
+    x = np.maximum(rng.standard_normal((2, h, w, 3)), 0).astype(np.float32)
+    x[0, 0, 0, 0] = x[0, 0, 1, 0] = x[0, 1, 1, 0] = 5.0
+    dy = rng.standard_normal((2, h // 2, w // 2, 3)).astype(np.float32)
+    y, vjp = jax.vjp(layers.max_pool2, jnp.asarray(x))
+    xt = nchw(x).requires_grad_()
+    yt = F.max_pool2d(xt, 2)
+    yt.backward(nchw(dy))
+    np.testing.assert_array_equal(np.asarray(y), nhwc(yt))
+    np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(dy))[0]), nhwc(xt.grad))
+
+
 def test_align_corners_bilinear_and_nearest():
     x = random_input(5, 7, 3)
     want = nhwc(F.interpolate(nchw(x), scale_factor=2, mode="bilinear", align_corners=True))

@@ -256,9 +256,40 @@ class BatchNorm(nnx.Module):
         return (x.astype(stat_dtype) * scale + shift).astype(x.dtype)
 
 
+def _windows(x: jax.Array) -> jax.Array:
+    """(B, H, W, C) -> (B, H//2, 2, W//2, 2, C), dropping an odd last row / column."""
+    b, h, w, c = x.shape
+    return x[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_vjp
 def max_pool2(x: jax.Array) -> jax.Array:
-    """nn.MaxPool2d(2): floors odd sizes."""
+    """nn.MaxPool2d(2): floors odd sizes. The gradient goes to the first maximum of each
+    window in row-major order, as torch's; written as compares and selects because XLA:CPU's
+    select-and-scatter is 3x slower than torch's backward (22 ms at 248x248x16, batch 2)."""
     return nnx.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+
+
+def _max_pool2_fwd(x):
+    y = max_pool2(x)
+    return y, (x, y)
+
+
+def _max_pool2_bwd(residuals, dy):
+    x, y = residuals
+    win = _windows(x)
+    y6, dy6 = y[:, :, None, :, None], dy[:, :, None, :, None]
+    first = jnp.full(y6.shape, 3, jnp.int8)  # row-major index of the first maximum
+    for i, j in ((1, 0), (0, 1), (0, 0)):
+        first = jnp.where(win[:, :, i:i + 1, :, j:j + 1] == y6, jnp.int8(2 * i + j), first)
+    index = (2 * jnp.arange(2, dtype=jnp.int8)[:, None] + jnp.arange(2, dtype=jnp.int8))
+    dx = jnp.where(index[:, None, :, None] == first, dy6, jnp.zeros((), dy.dtype))
+    b, h, w, c = x.shape
+    dx = dx.reshape(b, h // 2 * 2, w // 2 * 2, c)
+    return (jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+
+
+max_pool2.defvjp(_max_pool2_fwd, _max_pool2_bwd)
 
 
 def max_pool3_s2_ceil(x: jax.Array) -> jax.Array:
