@@ -115,6 +115,25 @@ def test_max_pool2_and_its_gradient_match_torch_with_ties(h, w):
     np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(dy))[0]), nhwc(xt.grad))
 
 
+def test_batch_norm_gradient_matches_autodiff():
+    """The closed-form BatchNorm gradient, with cotangents on y and on the batch statistics."""
+
+    def reference(x, gamma, beta):
+        mean = x.mean(axis=(0, 1, 2))
+        var = jnp.square(x - mean).mean(axis=(0, 1, 2))
+        return (x - mean) / jnp.sqrt(var + layers.BN_EPS) * gamma + beta, mean, var
+
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in (3 + rng.standard_normal((2, 5, 7, 4)),
+                                         rng.standard_normal(4), rng.standard_normal(4))]
+        cts = [jnp.asarray(rng.standard_normal(s)) for s in ((2, 5, 7, 4), (4,), (4,))]
+        got = jax.vjp(layers.batch_norm_train, *args)[1](tuple(cts))
+        want = jax.vjp(reference, *args)[1](tuple(cts))
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12)
+
+
 def test_align_corners_bilinear_and_nearest():
     x = random_input(5, 7, 3)
     want = nhwc(F.interpolate(nchw(x), scale_factor=2, mode="bilinear", align_corners=True))

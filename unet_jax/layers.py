@@ -223,6 +223,45 @@ class ConvTranspose2d(nnx.Module):
         return y + self.bias[...].astype(x.dtype)
 
 
+BN_EPS = 1e-5
+
+
+def _affine(x, mean, var, gamma, beta):
+    scale = gamma * jax.lax.rsqrt(var + BN_EPS)
+    return x * scale + (beta - mean * scale)
+
+
+@jax.custom_vjp
+def batch_norm_train(x: jax.Array, gamma: jax.Array, beta: jax.Array):
+    """Training-mode BatchNorm2d over (B, H, W): (y, batch mean, biased batch variance)."""
+    mean = x.mean(axis=(0, 1, 2))
+    var = jnp.square(x - mean).mean(axis=(0, 1, 2))
+    return _affine(x, mean, var, gamma, beta), mean, var
+
+
+def _batch_norm_train_fwd(x, gamma, beta):
+    out = batch_norm_train(x, gamma, beta)
+    return out, (x, gamma, out[1], out[2])
+
+
+def _batch_norm_train_bwd(residuals, cotangents):
+    """The closed-form gradient, two reductions and one elementwise pass (XLA:CPU runs
+    autodiff's version of the forward in more passes: 3% of a semseg_unet train step)."""
+    x, gamma, mean, var = residuals
+    dy, dmean, dvar = cotangents
+    n = x.size // x.shape[-1]
+    rstd = jax.lax.rsqrt(var + BN_EPS)
+    xhat = (x - mean) * rstd
+    dbeta = dy.sum(axis=(0, 1, 2))
+    dgamma = (dy * xhat).sum(axis=(0, 1, 2))
+    a = gamma * rstd
+    dx = a * dy + (dmean - a * dbeta) / n + xhat * ((2 * dvar / rstd - a * dgamma) / n)
+    return dx, dgamma, dbeta
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
 class BatchNorm(nnx.Module):
     """torch.nn.BatchNorm2d(num_features) (eps 1e-5, momentum 0.1), NHWC.
 
@@ -243,20 +282,20 @@ class BatchNorm(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         stat_dtype = jnp.promote_types(x.dtype, self.mean[...].dtype)
+        xs = x.astype(stat_dtype)
+        gamma, beta = self.scale[...].astype(stat_dtype), self.bias[...].astype(stat_dtype)
         if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
+            y = _affine(xs, self.mean[...].astype(stat_dtype), self.var[...].astype(stat_dtype),
+                        gamma, beta)
         else:
-            xs = x.astype(stat_dtype)
-            mean = xs.mean(axis=(0, 1, 2))
-            var = jnp.square(xs - mean).mean(axis=(0, 1, 2))
+            y, mean, var = batch_norm_train(xs, gamma, beta)
             n = x.size // x.shape[-1]
-            unbiased = var * (n / max(n - 1, 1))
+            unbiased = jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
+            mean = jax.lax.stop_gradient(mean)
             self.mean[...] = (0.9 * self.mean[...] + 0.1 * mean).astype(self.mean[...].dtype)
             self.var[...] = (0.9 * self.var[...] + 0.1 * unbiased).astype(self.var[...].dtype)
             self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
-        scale = self.scale[...].astype(stat_dtype) * jax.lax.rsqrt(var.astype(stat_dtype) + 1e-5)
-        shift = self.bias[...].astype(stat_dtype) - mean.astype(stat_dtype) * scale
-        return (x.astype(stat_dtype) * scale + shift).astype(x.dtype)
+        return y.astype(x.dtype)
 
 
 def _windows(x: jax.Array) -> jax.Array:
