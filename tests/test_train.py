@@ -152,3 +152,19 @@ def test_bad_options_are_named():
     with pytest.raises(ValueError, match="unknown loss 'lovasz'"):
         TrainConfig(loss="ce+lovasz")
 
+
+
+def test_inference_jit_matches_the_model_and_refuses_training_mode():
+    import jax.numpy as jnp
+
+    import unet_jax
+    from unet_jax.inference import inference_jit
+
+    model = unet_jax.create_model("imgseg_unet", base_width=8)
+    infer = inference_jit(lambda m, x: m(x))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 32, 32, 3)), jnp.float32)
+    with pytest.raises(ValueError, match=r"BatchNorm at .* is in training mode: call model.eval"):
+        infer(model, x)
+    model.eval()
+    np.testing.assert_allclose(infer(model, x), model(x), rtol=1e-5, atol=1e-5)
+    assert infer.lower(model, x).compile() is not None

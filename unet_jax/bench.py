@@ -83,6 +83,7 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     import unet_jax
     from parity import harness
     from unet_jax import losses, registry, train
+    from unet_jax.inference import inference_jit
 
     config = registry.make_config(arch)
     h, w = bench_size(arch, size)
@@ -101,7 +102,7 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     compute = jnp.bfloat16 if dtype == "bf16" else jnp.float32
     model.eval()
 
-    @nnx.jit
+    @inference_jit
     def infer(model, x):
         out = model(x.astype(compute))
         return out[-1] if isinstance(out, list) else out

@@ -104,26 +104,20 @@ def _conv_by_products(x, k, padding: int):
     return y.astype(x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _stem_conv(x, k, padding: int):
-    """Forward by products; under differentiation XLA's conv forward (XLA would fuse the
-    cheap products into each of the ~8 consumers in BatchNorm's forward and backward,
-    recomputing them: 7 ms slower per semseg_unet train step), and gradients as
-    `conv2d_nhwc` would compute them."""
-    return _conv_by_products(x, k, padding)
+def _inference_by(primal, differentiable):
+    """`primal(x, k)` when not differentiated; under differentiation `differentiable(x, k)`
+    and its gradients (both compute the same conv, to float rounding)."""
 
+    @jax.custom_vjp
+    def fn(x, k):
+        return primal(x, k)
 
-def _stem_conv_fwd(x, k, padding):
-    return _conv(x, k, 1, padding), (x, k)
+    def fwd(x, k):
+        return jax.vjp(differentiable, x, k)  # the vjp function is a pytree of residuals
 
+    fn.defvjp(fwd, lambda vjp, dy: vjp(dy))
+    return fn
 
-def _stem_conv_bwd(padding, residuals, dy):
-    x, k = residuals
-    conv = _conv if k.shape[-1] <= NATIVE_OUTPUT_CHANNELS else conv_nhwc
-    return jax.vjp(lambda x, k: conv(x, k, 1, padding), x, k)[1](dy)
-
-
-_stem_conv.defvjp(_stem_conv_fwd, _stem_conv_bwd)
 
 # Algorithm choice on CPU, measured per layer shape against XLA's convolution (README,
 # Benchmarks). Stride 1 with at most STEM_CHANNELS inputs: `_conv_by_products` (at
@@ -138,19 +132,26 @@ NATIVE_OUTPUT_CHANNELS = 16
 WINOGRAD_CHANNELS = 16
 WINOGRAD_MIN_MACS = 2**25
 WINOGRAD_INPUT_GRAD_CHANNELS = 256
+WINOGRAD_INFERENCE_MIN_MACS = 2**29
 
 
 def _cpu_algorithm(x: jax.Array, k: jax.Array, stride: int, padding: int):
     kh, kw, in_ch, out_ch = k.shape
+    xla = lambda x, k: _conv(x, k, stride, padding)  # noqa: E731
     if in_ch <= STEM_CHANNELS and stride == 1:
-        return lambda x, k: _stem_conv(x, k, padding)
+        # Under differentiation the products would be fused into, and recomputed by, each
+        # of the ~8 consumers in BatchNorm's forward and backward (+7 ms per semseg step).
+        differentiable = xla if out_ch <= NATIVE_OUTPUT_CHANNELS else (
+            lambda x, k: conv_nhwc(x, k, stride, padding))
+        return _inference_by(lambda x, k: _conv_by_products(x, k, padding), differentiable)
     if out_ch <= NATIVE_OUTPUT_CHANNELS:
-        return lambda x, k: _conv(x, k, stride, padding)
+        return xla
     b, h, w, _ = x.shape
     macs = b * (h + 2 * padding - 2) * (w + 2 * padding - 2) * 9 * in_ch * out_ch
     if (kh, kw, stride) == (3, 3, 1) and in_ch >= WINOGRAD_CHANNELS and macs >= WINOGRAD_MIN_MACS:
         input_grad = in_ch >= WINOGRAD_INPUT_GRAD_CHANNELS
-        return lambda x, k: winograd.conv3x3(x, k, padding, input_grad)
+        wino = lambda x, k: winograd.conv3x3(x, k, padding, input_grad)  # noqa: E731
+        return wino if macs >= WINOGRAD_INFERENCE_MIN_MACS else _inference_by(xla, wino)
     return None
 
 

@@ -25,6 +25,7 @@ from jax.sharding import PartitionSpec as P
 import unet_jax
 from unet_jax import data as data_lib
 from unet_jax import losses, metrics
+from unet_jax.inference import inference_jit
 
 # ----------------------------------------------------------------------------- config
 
@@ -237,7 +238,7 @@ def make_steps(cfg: TrainConfig):
     head_weights = tuple(cfg.head_weights) or None
     n_classes = max(cfg.num_classes, 2)
 
-    @nnx.jit(donate_argnames=("model", "optimizer"))
+    @nnx.jit(donate_argnames=("model", "optimizer"), graph=False)
     def train_step(model, optimizer, images, labels):
         def loss_fn(model):
             out = forward(model, images, dtype, cfg.remat)
@@ -247,7 +248,7 @@ def make_steps(cfg: TrainConfig):
         optimizer.update(model, grads)
         return loss
 
-    @nnx.jit
+    @inference_jit
     def eval_step(model, images, labels):
         out = forward(model, images, dtype, False)
         loss = losses.segmentation_loss(out, labels, terms, cfg.ignore_index, head_weights)
