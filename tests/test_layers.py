@@ -81,15 +81,23 @@ def test_every_cpu_conv_algorithm_matches_xla(k, stride, pad, size, in_ch, out_c
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * float(jnp.abs(want).max()))
 
 
-def test_winograd_is_used_on_cpu_from_the_channel_and_size_thresholds():
-    def lowered(in_ch, size=128):
+def test_winograd_is_used_on_cpu_from_the_channel_and_size_thresholds(monkeypatch):
+    def lowered(in_ch, size=128, differentiated=True):
         x = jnp.zeros((1, size, size, in_ch), jnp.float32)
         k = jnp.zeros((3, 3, in_ch, 32), jnp.float32)
-        return jax.jit(layers.conv2d_nhwc, static_argnums=(2, 3)).lower(x, k, 1, 1).as_text()
+        conv = functools.partial(layers.conv2d_nhwc, stride=1, padding=1)
+        if differentiated:  # the forward that a gradient would use
+            conv = lambda x, k, conv=conv: jax.vjp(conv, x, k)[0]  # noqa: E731
+        # Compiled: under vjp the lowering still holds the other platforms' branch.
+        return jax.jit(conv).lower(x, k).compile().as_text()
 
     assert "convolution" not in lowered(layers.WINOGRAD_CHANNELS)
     assert "convolution" in lowered(layers.WINOGRAD_CHANNELS - 1)
     assert "convolution" in lowered(layers.WINOGRAD_CHANNELS, size=8)
+    # 128x128x16 -> 32 is 2^26 multiply-adds: under the inference threshold, XLA's conv.
+    assert "convolution" in lowered(layers.WINOGRAD_CHANNELS, differentiated=False)
+    monkeypatch.setattr(layers, "WINOGRAD_INFERENCE_MIN_MACS", 2**26)
+    assert "convolution" not in lowered(layers.WINOGRAD_CHANNELS, differentiated=False)
 
 
 @pytest.mark.parametrize("n", [7, 8, 15, 16, 33])

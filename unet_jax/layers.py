@@ -125,7 +125,9 @@ def _inference_by(primal, differentiable):
 # with at most NATIVE_OUTPUT_CHANNELS channels: XLA's convolution and its own gradients.
 # 3x3 stride-1 convs with at least WINOGRAD_CHANNELS inputs and WINOGRAD_MIN_MACS
 # multiply-adds: Winograd F(2x2, 3x3), from WINOGRAD_INPUT_GRAD_CHANNELS inputs for the input
-# gradient too (smaller convs gain < 0.2 ms and cost compile time). Otherwise `conv_nhwc`.
+# gradient too (smaller convs gain < 0.2 ms and cost compile time); when not differentiated
+# only from WINOGRAD_INFERENCE_MIN_MACS (below, its many small ops lose to XLA's conv inside a
+# whole network's forward). Otherwise `conv_nhwc`.
 # bfloat16 and other platforms always use `conv_nhwc` (cuDNN picks its own algorithms).
 STEM_CHANNELS = 4
 NATIVE_OUTPUT_CHANNELS = 16
