@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+import unet_jax
+from unet_jax.inference import inference_jit
 from unet_jax.train import TrainConfig, train
 
 WORKER = Path(__file__).parent / "train_worker.py"
@@ -155,11 +158,6 @@ def test_bad_options_are_named():
 
 
 def test_inference_jit_matches_the_model_and_refuses_training_mode():
-    import jax.numpy as jnp
-
-    import unet_jax
-    from unet_jax.inference import inference_jit
-
     model = unet_jax.create_model("imgseg_unet", base_width=8)
     infer = inference_jit(lambda m, x: m(x))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 32, 32, 3)), jnp.float32)

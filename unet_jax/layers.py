@@ -120,8 +120,8 @@ def _inference_by(primal, differentiable):
 
 
 # Algorithm choice on CPU, measured per layer shape against XLA's convolution (README,
-# Benchmarks). Stride 1 with at most STEM_CHANNELS inputs: `_conv_by_products` (at
-# stride 2, e.g. ResNet's 7x7 stem, XLA's convolution is faster). Outputs
+# Benchmarks). Stride 1 with at most STEM_CHANNELS inputs: `_conv_by_products` when not
+# differentiated (at stride 2, e.g. ResNet's 7x7 stem, XLA's convolution is faster). Outputs
 # with at most NATIVE_OUTPUT_CHANNELS channels: XLA's convolution and its own gradients.
 # 3x3 stride-1 convs with at least WINOGRAD_CHANNELS inputs and WINOGRAD_MIN_MACS
 # multiply-adds: Winograd F(2x2, 3x3), from WINOGRAD_INPUT_GRAD_CHANNELS inputs for the input
@@ -327,8 +327,8 @@ def _max_pool2_bwd(residuals, dy):
     first = jnp.full(y6.shape, 3, jnp.int8)  # row-major index of the first maximum
     for i, j in ((1, 0), (0, 1), (0, 0)):
         first = jnp.where(win[:, :, i:i + 1, :, j:j + 1] == y6, jnp.int8(2 * i + j), first)
-    index = (2 * jnp.arange(2, dtype=jnp.int8)[:, None] + jnp.arange(2, dtype=jnp.int8))
-    dx = jnp.where(index[:, None, :, None] == first, dy6, jnp.zeros((), dy.dtype))
+    index = jnp.arange(4, dtype=jnp.int8).reshape(2, 1, 2, 1)  # 2i + j at window (i, j)
+    dx = jnp.where(index == first, dy6, jnp.zeros((), dy.dtype))
     b, h, w, c = x.shape
     dx = dx.reshape(b, h // 2 * 2, w // 2 * 2, c)
     return (jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
