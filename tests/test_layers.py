@@ -100,25 +100,23 @@ def test_winograd_is_used_on_cpu_from_the_channel_and_size_thresholds(monkeypatc
     assert "convolution" not in lowered(layers.WINOGRAD_CHANNELS, differentiated=False)
 
 
-@pytest.mark.parametrize("n", [7, 8, 15, 16, 33])
-def test_ceil_mode_max_pool(n):
-    x = random_input(n, n + 1, 4)
-    want = nhwc(F.max_pool2d(nchw(x), 3, 2, 0, ceil_mode=True))
-    np.testing.assert_array_equal(np.asarray(layers.max_pool3_s2_ceil(jnp.asarray(x))), want)
-
-
-@pytest.mark.parametrize("h, w", [(8, 8), (7, 9)])
-def test_max_pool2_and_its_gradient_match_torch_with_ties(h, w):
+@pytest.mark.parametrize("pool, torch_args, h, w", [
+    (layers.max_pool2, (2,), 8, 8), (layers.max_pool2, (2,), 7, 9),
+    (layers.max_pool3_s2_ceil, (3, 2, 0, 1, True), 7, 8),
+    (layers.max_pool3_s2_ceil, (3, 2, 0, 1, True), 16, 15),
+    (layers.max_pool3_s2_ceil, (3, 2, 0, 1, True), 33, 34)])
+def test_max_pools_and_their_gradients_match_torch_with_ties(pool, torch_args, h, w):
     """Half the inputs are ReLU zeros and one window holds three equal maxima: the gradient
-    must reach only the first maximum of each window, as in torch."""
+    must reach only the first maximum of each window, and overlapping windows must sum in
+    torch's order (bit-equal)."""
     rng = np.random.default_rng(h)
     x = np.maximum(rng.standard_normal((2, h, w, 3)), 0).astype(np.float32)
     x[0, 0, 0, 0] = x[0, 0, 1, 0] = x[0, 1, 1, 0] = 5.0
-    dy = rng.standard_normal((2, h // 2, w // 2, 3)).astype(np.float32)
-    y, vjp = jax.vjp(layers.max_pool2, jnp.asarray(x))
     xt = nchw(x).requires_grad_()
-    yt = F.max_pool2d(xt, 2)
+    yt = F.max_pool2d(xt, *torch_args)
+    dy = rng.standard_normal(nhwc(yt).shape).astype(np.float32)
     yt.backward(nchw(dy))
+    y, vjp = jax.vjp(pool, jnp.asarray(x))
     np.testing.assert_array_equal(np.asarray(y), nhwc(yt))
     np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(dy))[0]), nhwc(xt.grad))
 
