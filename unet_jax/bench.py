@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from unet_jax import host_memory
+
 # Measured per op class on XLA:CPU (see README, "Benchmarks"); empty means XLA's defaults.
 DEFAULT_XLA_FLAGS = ""
 
@@ -198,6 +200,7 @@ def format_table(rows: list[Row]) -> str:
 
 
 def main(args) -> int:
+    kept = host_memory.keep_freed_memory()  # for torch too: both run in this process
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                                      args.xla_flags]))
     from unet_jax import registry
@@ -210,7 +213,8 @@ def main(args) -> int:
         print(f"{arch}: infer ratio {row.infer_ratio:.2f}, train ratio {row.train_ratio:.2f}",
               flush=True)
     print(format_table(rows))
-    print(f"\n{rows[0].device}; {rows[0].versions}; XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
+    print(f"\n{rows[0].device}; {rows[0].versions}; XLA_FLAGS={os.environ['XLA_FLAGS']!r}; "
+          f"freed host memory kept: {kept}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([dict(dataclasses.asdict(r), xla_flags=os.environ["XLA_FLAGS"])

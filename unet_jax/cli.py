@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unet_jax import host_memory
+
 
 def parse_value(text: str):
     """`--set` values: JSON literals (3, 0.5, true) or, failing that, the plain string."""
@@ -261,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    host_memory.keep_freed_memory()  # before JAX starts its threads
     from unet_jax.convert.engine import ConversionError
     from unet_jax.convert.io import CheckpointError
     try:
