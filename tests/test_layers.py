@@ -64,9 +64,10 @@ def test_winograd_conv_and_gradients_match_xla(dtype, rtol, pad, h, w, winograd_
 
 
 @pytest.mark.parametrize("k, stride, pad, size", [(3, 1, 1, 12), (3, 1, 0, 9), (7, 2, 3, 14)])
-@pytest.mark.parametrize("in_ch, out_ch", [(3, 20), (3, 8), (20, 8), (20, 24)])
+@pytest.mark.parametrize("in_ch, out_ch", [(3, 20), (3, 8), (12, 8), (20, 8), (20, 24)])
 def test_every_cpu_conv_algorithm_matches_xla(k, stride, pad, size, in_ch, out_ch, monkeypatch):
-    """Stem products (3 inputs), XLA's conv (8 outputs), Winograd or tap GEMMs (20 -> 24)."""
+    """Stem products (3 inputs), XLA's conv (12 -> 8), Winograd (3x3 stride 1: 20 -> 8,
+    20 -> 24) or tap GEMMs (7x7 stride 2, 20 -> 24)."""
     monkeypatch.setattr(layers, "WINOGRAD_MIN_MACS", 0)
     rng = np.random.default_rng(in_ch * out_ch + size)
     x = jnp.asarray(rng.standard_normal((2, size, size + 1, in_ch)), jnp.float32)
