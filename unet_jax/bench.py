@@ -200,7 +200,8 @@ def format_table(rows: list[Row]) -> str:
 
 
 def main(args) -> int:
-    kept = host_memory.keep_freed_memory()  # for torch too: both run in this process
+    # Process-wide, so torch gains too; off by default: torch users run glibc's defaults.
+    kept = host_memory.keep_freed_memory() if args.keep_freed_memory else False
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                                      args.xla_flags]))
     from unet_jax import registry
@@ -231,3 +232,5 @@ def add_flags(parser) -> None:
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--xla-flags", default=DEFAULT_XLA_FLAGS)
     parser.add_argument("--json", help="write the rows as JSON to this file")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="keep freed host memory mapped (unet_jax.host_memory), for both")

@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    host_memory.keep_freed_memory()  # before JAX starts its threads
+    if args.command != "bench":  # the bench decides for itself (it times torch too)
+        host_memory.keep_freed_memory()  # before JAX starts its threads
     from unet_jax.convert.engine import ConversionError
     from unet_jax.convert.io import CheckpointError
     try:
