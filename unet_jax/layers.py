@@ -119,31 +119,9 @@ def _inference_by(primal, differentiable):
     return fn
 
 
-def _computed_once(primal, differentiable):
-    """`primal(x, k)` with the gradients of `differentiable(x, k)` (the same conv). Under
-    differentiation `primal` runs inside a conditional whose branches are both `primal` (the
-    predicate is true unless k holds a NaN): XLA:CPU then computes it once instead of fusing
-    it into, and repeating it in, each of its consumers (BatchNorm's ~8 in the forward and
-    backward passes). `optimization_barrier` does not stop that fusion on XLA:CPU."""
-
-    @jax.custom_vjp
-    def fn(x, k):
-        return primal(x, k)
-
-    def fwd(x, k):
-        first = k.reshape(-1)[0]
-        return jax.lax.cond(first == first, primal, primal, x, k), (x, k)
-
-    def bwd(residuals, dy):
-        return jax.vjp(differentiable, *residuals)[1](dy)
-
-    fn.defvjp(fwd, bwd)
-    return fn
-
-
 # Algorithm choice on CPU, measured per layer shape against XLA's convolution (README,
-# Benchmarks). Stride 1 with at most STEM_CHANNELS inputs: `_conv_by_products` (at stride 2,
-# e.g. ResNet's 7x7 stem, XLA's convolution is faster), with XLA's gradients. 3x3 stride-1
+# Benchmarks). Stride 1 with at most STEM_CHANNELS inputs: `_conv_by_products` when not
+# differentiated (at stride 2, e.g. ResNet's 7x7 stem, XLA's convolution is faster). 3x3 stride-1
 # convs with at least WINOGRAD_CHANNELS inputs and WINOGRAD_MIN_MACS multiply-adds: Winograd
 # F(2x2, 3x3), from WINOGRAD_INPUT_GRAD_CHANNELS inputs for the input gradient too (smaller
 # convs lose in a whole training step), and when not differentiated only from
@@ -163,9 +141,11 @@ def _cpu_algorithm(x: jax.Array, k: jax.Array, stride: int, padding: int):
     kh, kw, in_ch, out_ch = k.shape
     xla = lambda x, k: _conv(x, k, stride, padding)  # noqa: E731
     if in_ch <= STEM_CHANNELS and stride == 1:
+        # Under differentiation the products would be fused into, and recomputed by, each
+        # of the ~8 consumers in BatchNorm's forward and backward (+7 ms per semseg step).
         differentiable = xla if out_ch <= NATIVE_OUTPUT_CHANNELS else (
             lambda x, k: conv_nhwc(x, k, stride, padding))
-        return _computed_once(lambda x, k: _conv_by_products(x, k, padding), differentiable)
+        return _inference_by(lambda x, k: _conv_by_products(x, k, padding), differentiable)
     b, h, w, _ = x.shape
     macs = b * (h + 2 * padding - 2) * (w + 2 * padding - 2) * 9 * in_ch * out_ch
     if ((kh, kw, stride) == (3, 3, 1) and in_ch >= WINOGRAD_CHANNELS
