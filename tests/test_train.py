@@ -156,7 +156,6 @@ def test_bad_options_are_named():
         TrainConfig(loss="ce+lovasz")
 
 
-
 def test_inference_jit_matches_the_model_and_refuses_training_mode():
     model = unet_jax.create_model("imgseg_unet", base_width=8)
     infer = inference_jit(lambda m, x: m(x))

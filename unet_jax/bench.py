@@ -201,7 +201,7 @@ def format_table(rows: list[Row]) -> str:
 
 def main(args) -> int:
     # Process-wide, so torch gains too; off by default: torch users run glibc's defaults.
-    kept = host_memory.keep_freed_memory() if args.keep_freed_memory else False
+    kept = args.keep_freed_memory and host_memory.keep_freed_memory()
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                                      args.xla_flags]))
     from unet_jax import registry

@@ -340,13 +340,14 @@ def _max_pool_bwd(kernel, stride, right_pad, residuals, dy):
     # once instead of fusing it into (and repeating it in) every shift's select below.
     first = jnp.argmax(jnp.stack([tap(t // kernel, t % kernel) == y6 for t in range(taps)]),
                        axis=0).astype(jnp.int8)
-    p = jax.lax.broadcasted_iota(jnp.int8, (stride, 1, stride, 1), 0)  # iotas fuse, constants
-    q = jax.lax.broadcasted_iota(jnp.int8, (stride, 1, stride, 1), 2)  # are loaded: 2x slower
+    # Phase iotas, not NumPy constants: iotas fuse into the selects, constants are loaded (2x).
+    row_phase = jax.lax.broadcasted_iota(jnp.int8, (stride, 1, stride, 1), 0)
+    col_phase = jax.lax.broadcasted_iota(jnp.int8, (stride, 1, stride, 1), 2)
     zero = jnp.zeros((), dy.dtype)
     dx = None
     for di in reversed(range(shifts)):  # torch's order (outputs row-major): bit-equal sums
         for dj in reversed(range(shifts)):
-            i, j = stride * di + p, stride * dj + q
+            i, j = stride * di + row_phase, stride * dj + col_phase
             index = jnp.where((i < kernel) & (j < kernel), kernel * i + j, -1).astype(jnp.int8)
             pad = ((0, 0), (di, shifts - 1 - di), (0, 0), (dj, shifts - 1 - dj), (0, 0), (0, 0))
             first6 = jnp.pad(first, pad, constant_values=-1)
