@@ -149,7 +149,7 @@ def test_align_corners_bilinear_and_nearest():
                                   nhwc(F.interpolate(nchw(x), scale_factor=2)))
 
 
-@pytest.mark.parametrize("k, s, p", [(2, 2, 0), (4, 2, 1)])
+@pytest.mark.parametrize("k, s, p", [(2, 2, 0), (4, 2, 1), (4, 2, 0), (6, 3, 0), (6, 2, 2), (3, 2, 1)])
 def test_transposed_conv(k, s, p):
     t = torch.nn.ConvTranspose2d(6, 5, k, stride=s, padding=p)
     layer = layers.ConvTranspose2d(6, 5, k, stride=s, padding=p, rngs=nnx.Rngs(0))
@@ -202,13 +202,15 @@ def test_one_training_step_matches_torch():
                                    atol=1e-5 * max(1.0, float(np.abs(want).max())), err_msg=key)
 
 
-@pytest.mark.parametrize("k, s, p, size", [(4, 2, 1, 5), (3, 2, 1, 6), (4, 2, 0, 4)])
+@pytest.mark.parametrize("k, s, p, size", [(4, 2, 1, 5), (3, 2, 1, 6), (4, 2, 0, 4), (6, 3, 3, 5), (4, 2, 2, 5)])
 def test_transposed_conv_gradients_match_xla(k, s, p, size):
+    """Output-phase forward and its gradients against XLA's dilated transposed conv."""
     rng = np.random.default_rng(k * s + p)
     x = jnp.asarray(rng.standard_normal((2, size, size + 1, 5)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((k, k, 5, 3)), jnp.float32)
     y, vjp = jax.vjp(lambda x, w: layers.conv_transpose_nhwc(x, w, s, p), x, w)
-    _, vjp_ref = jax.vjp(lambda x, w: layers._conv_t(x, w, s, p), x, w)
+    y_ref, vjp_ref = jax.vjp(lambda x, w: layers._conv_t(x, w, s, p), x, w)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(y_ref).max()))
     dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     for got, want in zip(vjp(dy), vjp_ref(dy)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))

@@ -200,8 +200,9 @@ def format_table(rows: list[Row]) -> str:
 
 
 def main(args) -> int:
-    # Process-wide, so torch gains too; off by default: torch users run glibc's defaults.
-    kept = args.keep_freed_memory and host_memory.keep_freed_memory()
+    # As for every CLI command (UNET_JAX_KEEP_FREED_MEMORY=0 opts out); process-wide, so
+    # torch, timed in the same process, runs with it too.
+    kept = host_memory.keep_freed_memory()
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                                      args.xla_flags]))
     from unet_jax import registry
@@ -232,5 +233,3 @@ def add_flags(parser) -> None:
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--xla-flags", default=DEFAULT_XLA_FLAGS)
     parser.add_argument("--json", help="write the rows as JSON to this file")
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="keep freed host memory mapped (unet_jax.host_memory), for both")

@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "bench":  # the bench decides for itself (it times torch too)
+    if args.command != "bench":  # the bench sets it itself (scripts/bench.py skips the CLI)
         host_memory.keep_freed_memory()  # before JAX starts its threads
     from unet_jax.convert.engine import ConversionError
     from unet_jax.convert.io import CheckpointError

@@ -193,7 +193,46 @@ def _conv_t(x, k, stride: int, padding: int):
     return jax.lax.conv_transpose(x, k[::-1, ::-1], (stride, stride), pad, dimension_numbers=_NHWC)
 
 
-conv_transpose_nhwc = _with_tapwise_kernel_grad(_conv_t, sliding_first=False)
+def _conv_t_by_phases(x, k, stride: int, padding: int):
+    """`_conv_t` as stride**2 small convs of the undilated input, one per output phase,
+    interleaved; for kernels that are multiples of the stride and outputs that are too.
+
+    Output o = s*a + r receives x[i] k[t] for t = s*(a - i) + r + p: taps t = s*m + q with
+    q = (r + p) % s, from x[a + (r + p) // s - m]. The dilated conv multiplies stride**2
+    times as many zeros; UNet++'s k4 s2 p1 upsampling at 64->128 px, 256->128 channels:
+    79 -> 63 ms forward, 62 -> 52 ms input gradient (torch: 57 ms forward)."""
+    b, h, w, _ = x.shape
+    taps = k.shape[0] // stride
+    out_h, out_w = (((n - 1) * stride - 2 * padding + k.shape[0]) // stride for n in (h, w))
+
+    def axis(r: int, out: int, size: int):
+        """First tap of phase r and the padding that aligns its window with the outputs."""
+        q, shift = (r + padding) % stride, (r + padding) // stride
+        return q, (taps - 1 - shift, out - size + shift, 0)
+
+    zero = jnp.zeros((), x.dtype)
+    rows = []
+    for r in range(stride):
+        q_row, pad_row = axis(r, out_h, h)
+        row = []
+        for c in range(stride):
+            q_col, pad_col = axis(c, out_w, w)
+            xp = jax.lax.pad(x, zero, [(0, 0, 0), pad_row, pad_col, (0, 0, 0)])
+            row.append(_conv(xp, k[q_row::stride, q_col::stride][::-1, ::-1], 1, 0))
+        rows.append(row)
+    y = jnp.stack([jnp.stack(row, axis=3) for row in rows], axis=2)  # (B, H, s, W, s, C)
+    return y.reshape(b, out_h * stride, out_w * stride, -1)
+
+
+def _transposed_conv(x, k, stride: int, padding: int):
+    kernel = k.shape[0]
+    if stride > 1 and kernel % stride == 0 and (kernel - 2 * padding) % stride == 0:
+        return _conv_t_by_phases(x, k, stride, padding)
+    return _conv_t(x, k, stride, padding)
+
+
+# torch ConvTranspose2d, NHWC / (kh, kw, in, out).
+conv_transpose_nhwc = _with_tapwise_kernel_grad(_transposed_conv, sliding_first=False)
 
 
 class ConvTranspose2d(nnx.Module):
