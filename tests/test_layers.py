@@ -202,7 +202,9 @@ def test_one_training_step_matches_torch():
                                    atol=1e-5 * max(1.0, float(np.abs(want).max())), err_msg=key)
 
 
-@pytest.mark.parametrize("k, s, p, size", [(4, 2, 1, 5), (3, 2, 1, 6), (4, 2, 0, 4), (6, 3, 3, 5), (4, 2, 2, 5)])
+@pytest.mark.parametrize(
+    "k, s, p, size", [(4, 2, 1, 5), (3, 2, 1, 6), (4, 2, 0, 4), (6, 3, 3, 5), (4, 2, 2, 5)]
+)
 def test_transposed_conv_gradients_match_xla(k, s, p, size):
     """Output-phase forward and its gradients against XLA's dilated transposed conv."""
     rng = np.random.default_rng(k * s + p)
