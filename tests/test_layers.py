@@ -141,10 +141,16 @@ def test_batch_norm_gradient_matches_autodiff():
             np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12)
 
 
-def test_align_corners_bilinear_and_nearest():
-    x = random_input(5, 7, 3)
-    want = nhwc(F.interpolate(nchw(x), scale_factor=2, mode="bilinear", align_corners=True))
-    np.testing.assert_allclose(np.asarray(layers.upsample_bilinear2(jnp.asarray(x))), want, atol=1e-6)
+@pytest.mark.parametrize("h, w", [(5, 7), (1, 16)])
+def test_align_corners_bilinear_and_nearest(h, w):
+    x = random_input(h, w, 3)
+    xt = nchw(x).requires_grad_()
+    yt = F.interpolate(xt, scale_factor=2, mode="bilinear", align_corners=True)
+    y, vjp = jax.vjp(layers.upsample_bilinear2, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), nhwc(yt), atol=1e-6)
+    dy = random_input(2 * h, 2 * w, 3)
+    yt.backward(nchw(dy))
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(dy))[0]), nhwc(xt.grad), atol=1e-5)
     np.testing.assert_array_equal(np.asarray(layers.upsample_nearest2(jnp.asarray(x))),
                                   nhwc(F.interpolate(nchw(x), scale_factor=2)))
 
