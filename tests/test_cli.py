@@ -1,6 +1,7 @@
 """The `unet-jax` commands as a user runs them, on real files in a temporary directory."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,9 +15,10 @@ from parity import harness
 from unet_jax import registry
 
 
-def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+def cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "unet_jax.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=600, cwd=cwd)
+                          capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env=None if env is None else {**os.environ, **env})
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +131,13 @@ def test_load_rejects_foreign_directories(tmp_path):
 def test_train_command_runs_and_logs(tmp_path):
     r = cli("train", "--arch", "imgseg_unet", "--model", "base_width=4", "--image-size", "32",
             "--train-samples", "16", "--val-samples", "8", "--batch-size", "8", "--epochs", "1",
-            "--set", "lr=0.01", "--no-progress", "--workdir", tmp_path / "run")
+            "--set", "lr=0.01", "--no-progress", "--workdir", tmp_path / "run",
+            env={"UNET_JAX_COMPILATION_CACHE": str(tmp_path / "xla")})
     assert r.returncode == 0, r.stderr
     assert "val mIoU" in r.stdout
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     assert row["epoch"] == 1 and 0 <= row["miou"] <= 1
+    assert any((tmp_path / "xla").iterdir()), "the train step was not put in the compilation cache"
 
 
 def test_pretrained_backbone_files(tmp_path):

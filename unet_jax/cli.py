@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_jax import host_memory
+from unet_jax import compile_cache, host_memory
 
 
 def parse_value(text: str):
@@ -263,8 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "bench":  # the bench sets it itself (scripts/bench.py skips the CLI)
+    if args.command != "bench":  # the bench sets its own (scripts/bench.py skips the CLI)
         host_memory.keep_freed_memory()  # before JAX starts its threads
+        compile_cache.enable()
     from unet_jax.convert.engine import ConversionError
     from unet_jax.convert.io import CheckpointError
     try:

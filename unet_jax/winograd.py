@@ -53,26 +53,6 @@ def _input_planes(x: jax.Array, padding: int) -> list[jax.Array]:
             for i in range(4) for j in range(4)]
 
 
-def _input_planes_transpose(dv: list[jax.Array], x_shape: tuple[int, ...], padding: int
-                            ) -> jax.Array:
-    """The adjoint of `_input_planes`, written out: autodiff's (strided pads, one per tile
-    element) runs 5-10x slower on XLA:CPU. Tile element (p, q) of tile (a, b) sits at padded
-    input (2a + p, 2b + q): phase (p % 2, q % 2), block (a + p // 2, b + q // 2)."""
-    b, h, w, c = x_shape
-    _, _, th, tw = _tiles(h, w, padding)
-    d = [plane.reshape(b, th, tw, c) for plane in dv]
-    rows = [[_combine(d[j::4], _BT[:, p]) for j in range(4)] for p in range(4)]
-    grid = [[_combine(rows[p], _BT[:, q]) for q in range(4)] for p in range(4)]
-
-    def phase(u: int, v: int) -> jax.Array:
-        return sum(jnp.pad(grid[u + 2 * s][v + 2 * t], ((0, 0), (s, 1 - s), (t, 1 - t), (0, 0)))
-                   for s in range(2) for t in range(2))
-
-    padded = jnp.stack([jnp.stack([phase(u, v) for v in range(2)], axis=3) for u in range(2)],
-                       axis=2).reshape(b, 2 * th + 2, 2 * tw + 2, c)
-    return padded[:, padding:padding + h, padding:padding + w]
-
-
 def _kernel_planes(k: jax.Array) -> list[jax.Array]:
     """G k G^T: 16 arrays (C_in, C_out) from the HWIO kernel."""
     rows = [_combine([k[r] for r in range(3)], _G[i]) for i in range(4)]
@@ -130,8 +110,10 @@ def _bwd(padding, winograd_input_grad, residuals, dy):
     (dm,) = jax.linear_transpose(lambda m: _output(m, b, ho, wo), out_shape)(dy)
     dk = _kernel_planes_transpose(_matmuls(_input_planes(x, padding), dm, transpose_a=True))
     if winograd_input_grad:
-        dx = _input_planes_transpose(_matmuls(dm, _kernel_planes(k), transpose_b=True), x.shape,
-                                     padding)
+        # autodiff's adjoint of the input transform: written out, it is 5x faster alone but
+        # slower inside a UNet++ step (XLA fuses these pads into their neighbours)
+        dv = _matmuls(dm, _kernel_planes(k), transpose_b=True)
+        (dx,) = jax.vjp(lambda x: _input_planes(x, padding), x)[1](dv)
     else:
         conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
                                  padding=((padding, padding),) * 2,
