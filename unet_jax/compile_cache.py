@@ -12,12 +12,10 @@ ENV = "UNET_JAX_COMPILATION_CACHE"
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "unet_jax", "xla")
 
 
-def enable() -> str | None:
-    """Point JAX's persistent cache at the configured directory; returns it (None: off)."""
+def enable() -> None:
+    """Point JAX's persistent cache at the configured directory, unless it is empty."""
     path = os.environ.get(ENV, DEFAULT_DIR)
-    if not path:
-        return None
-    import jax
+    if path:
+        import jax  # not at module import: the CLI sets host memory up before JAX starts
 
-    jax.config.update("jax_compilation_cache_dir", path)
-    return path
+        jax.config.update("jax_compilation_cache_dir", path)
