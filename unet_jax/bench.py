@@ -2,6 +2,11 @@
 `no_grad` forward, and one full training step (forward, loss, backward, SGD update,
 BatchNorm in training mode) in each. Runs alternate JAX/torch after warm-up; medians.
 
+torch runs where JAX runs: on CUDA when JAX's backend is a GPU (bf16: torch autocast, i.e.
+eager AMP), else on the CPU. On a GPU, JAX allocates on demand
+(`XLA_PYTHON_CLIENT_PREALLOCATE=false`) so both frameworks fit, and model FLOP utilisation is
+reported: XLA's count of the model's FLOPs per call over the time and `--peak-tflops`.
+
 XLA flags must be set before JAX starts, so `unet-jax bench` / `scripts/bench.py` set
 `XLA_FLAGS` from `--xla-flags` (default: `DEFAULT_XLA_FLAGS`) and only then import JAX.
 """
@@ -20,6 +25,11 @@ from unet_jax import host_memory
 
 # Measured per op class on XLA:CPU (see README, "Benchmarks"); empty means XLA's defaults.
 DEFAULT_XLA_FLAGS = ""
+# Dense tensor-core peaks (TFLOP/s) from NVIDIA's datasheets, for model FLOP utilisation:
+# fp32 runs on TF32 tensor cores in both frameworks (XLA's default precision, torch's
+# default for cuDNN convolutions).
+PEAK_TFLOPS = {("H100", "fp32"): 494.7, ("H100", "bf16"): 989.4,
+               ("H200", "fp32"): 494.7, ("H200", "bf16"): 989.4}
 
 
 @dataclasses.dataclass
@@ -39,6 +49,15 @@ class Row:
     jax_temp_mb: float  # XLA's temp buffer size of the compiled train step
     torch_compile_infer_s: float | None = None
     torch_compile_train_s: float | None = None
+    compile_infer_ratio: float | None = None  # JAX / torch.compile
+    compile_train_ratio: float | None = None
+    gflop_infer: float | None = None  # XLA's FLOP count of one call
+    gflop_train: float | None = None
+    mfu_infer: float | None = None  # fraction of peak_tflops
+    mfu_train: float | None = None
+    peak_tflops: float | None = None
+    jax_peak_mb: float | None = None  # device memory high-water marks (GPU)
+    torch_peak_mb: float | None = None
     device: str = ""
     versions: str = ""
 
@@ -75,8 +94,21 @@ def _median_alternating(fns: list, repeats: int, min_sample_s: float = 0.3) -> l
     return [statistics.median(t) for t in times]
 
 
+def _gflop(lowered) -> float | None:
+    """XLA's FLOP count of a lowered program (on CPU, Winograd convolutions count fewer)."""
+    cost = lowered.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    flops = (cost or {}).get("flops")
+    return flops / 1e9 if flops else None
+
+
+def peak_tflops_of(device_kind: str, dtype: str) -> float | None:
+    return next((v for (kind, dt), v in PEAK_TFLOPS.items() if kind in device_kind and dt == dtype),
+                None)
+
+
 def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
-               torch_compile: bool) -> Row:
+               torch_compile: bool, peak_tflops: float | None = None) -> Row:
     import jax
     import jax.numpy as jnp
     import torch
@@ -86,6 +118,13 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     from parity import harness
     from unet_jax import losses, registry, train
     from unet_jax.inference import inference_jit
+
+    on_gpu = jax.default_backend() == "gpu"
+    if on_gpu and not torch.cuda.is_available():
+        raise SystemExit("JAX runs on a GPU but this torch has no CUDA: the bench compares both "
+                         "on the same device (JAX_PLATFORMS=cpu compares them on the CPU)")
+    tdev = torch.device("cuda" if on_gpu else "cpu")
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
 
     config = registry.make_config(arch)
     h, w = bench_size(arch, size)
@@ -111,8 +150,10 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
 
     xj = jnp.asarray(x)
     t0 = time.perf_counter()
-    infer.lower(model, xj).compile()
+    lowered = infer.lower(model, xj)
+    lowered.compile()
     jax_compile_infer = time.perf_counter() - t0
+    gflop_infer = _gflop(lowered)
 
     cfg = train.TrainConfig(arch=arch, num_classes=n_out, optimizer="sgd", lr=0.01,
                             momentum=0.9, weight_decay=0.0, schedule="constant", loss=loss_name,
@@ -123,38 +164,43 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     train_step, _ = train.make_steps(cfg)
     lj = jnp.asarray(labels)
     t0 = time.perf_counter()
-    compiled = train_step.lower(train_model, optimizer, xj, lj).compile()
+    lowered = train_step.lower(train_model, optimizer, xj, lj)
+    compiled = lowered.compile()
     jax_compile_train = time.perf_counter() - t0
+    gflop_train = _gflop(lowered)
     memory = compiled.memory_analysis()
     temp_mb = (memory.temp_size_in_bytes / 2**20) if memory is not None else float("nan")
 
-    # torch eager: no_grad forward and a train step.
-    torch_model.eval()
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    # torch eager: no_grad forward and a train step, on the device JAX runs on.
+    torch_model.to(tdev).eval()
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(tdev)
+    target = torch.from_numpy(
+        np.asarray(losses.center_crop_mask(labels, y_shape.shape[1], y_shape.shape[2]))
+    ).to(tdev, torch.int64)
     amp = dtype == "bf16"
     torch_train_model = harness.reference_for(config)
     torch_train_model.load_state_dict(torch_model.state_dict())
-    torch_train_model.train()
+    torch_train_model.to(tdev).train()
     opt = torch.optim.SGD(torch_train_model.parameters(), lr=0.01, momentum=0.9)
-    crop = losses.center_crop_mask
 
     def torch_loss(out):
         out = out[-1] if isinstance(out, list) else out
-        target = torch.from_numpy(np.asarray(crop(labels, out.shape[2], out.shape[3])).astype(np.int64))
         if n_out == 1:
             return torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0].float(), target.float())
         return torch.nn.functional.cross_entropy(out.float(), target, ignore_index=255)
 
     def torch_infer(m=torch_model):
-        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=amp):
+        with torch.no_grad(), torch.autocast(tdev.type, torch.bfloat16, enabled=amp):
             m(xt)
+        sync()
 
     def torch_train(m=torch_train_model):
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", torch.bfloat16, enabled=amp):
+        with torch.autocast(tdev.type, torch.bfloat16, enabled=amp):
             loss = torch_loss(m(xt))
         loss.backward()
         opt.step()
+        sync()
 
     def jax_infer():
         jax.block_until_ready(infer(model, xj))
@@ -177,26 +223,53 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
         tci, tct = _median_alternating([lambda: torch_infer(compiled_model),
                                         lambda: torch_train(compiled_train)], repeats)
 
+    kind = jax.devices()[0].device_kind
+    peak = peak_tflops or peak_tflops_of(kind, dtype)
+    mfu = lambda gflop, s: gflop / s / 1e3 / peak if peak and gflop else None  # noqa: E731
+    stats = jax.devices()[0].memory_stats() or {}
+    jax_peak = stats.get("peak_bytes_in_use")
     cpu = platform.processor() or platform.machine()
-    device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({cpu}, {os.cpu_count()} cores)"
+    device = f"{kind} x{jax.device_count()} ({cpu}, {os.cpu_count()} cores)"
     versions = f"jax {jax.__version__}, torch {torch.__version__}"
     return Row(arch, batch, (h, w), dtype, ji, ti, ji / ti, jt, tt, jt / tt, jax_compile_infer,
-               jax_compile_train, temp_mb, tci, tct, device, versions)
+               jax_compile_train, temp_mb, tci, tct,
+               ji / tci if tci else None, jt / tct if tct else None,
+               gflop_infer, gflop_train, mfu(gflop_infer, ji), mfu(gflop_train, jt), peak,
+               jax_peak / 2**20 if jax_peak else None,
+               torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None, device, versions)
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = ["| arch | input | dtype | JAX infer (s) | torch infer (s) | **infer ratio** | "
-             "JAX train (s) | torch train (s) | **train ratio** | JAX img/s infer/train | "
-             "compile infer/train (s) | XLA temp (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown table; torch.compile and MFU columns appear when measured."""
+    with_compile = any(r.torch_compile_infer_s for r in rows)
+    with_mfu = any(r.mfu_train for r in rows)
+    header = ["arch", "input", "dtype", "JAX infer (s)", "torch infer (s)", "**infer ratio**",
+              "JAX train (s)", "torch train (s)", "**train ratio**", "JAX img/s infer/train",
+              "compile infer/train (s)", "XLA temp (MB)"]
+    header += ["torch.compile infer/train (s)", "ratio vs torch.compile"] if with_compile else []
+    header += ["GFLOP infer/train", "MFU infer/train"] if with_mfu else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         ips = r.images_per_s
-        lines.append(f"| {r.arch} | {r.batch}x{r.size[0]}x{r.size[1]} | {r.dtype} | "
-                     f"{r.jax_infer_s:.3f} | {r.torch_infer_s:.3f} | **{r.infer_ratio:.2f}** | "
-                     f"{r.jax_train_s:.3f} | {r.torch_train_s:.3f} | **{r.train_ratio:.2f}** | "
-                     f"{ips[0]:.1f} / {ips[1]:.1f} | {r.jax_compile_infer_s:.1f} / "
-                     f"{r.jax_compile_train_s:.1f} | {r.jax_temp_mb:.0f} |")
+        cells = [r.arch, f"{r.batch}x{r.size[0]}x{r.size[1]}", r.dtype, f"{r.jax_infer_s:.4f}",
+                 f"{r.torch_infer_s:.4f}", f"**{r.infer_ratio:.2f}**", f"{r.jax_train_s:.4f}",
+                 f"{r.torch_train_s:.4f}", f"**{r.train_ratio:.2f}**",
+                 f"{ips[0]:.1f} / {ips[1]:.1f}",
+                 f"{r.jax_compile_infer_s:.1f} / {r.jax_compile_train_s:.1f}", f"{r.jax_temp_mb:.0f}"]
+        if with_compile:
+            cells += [f"{r.torch_compile_infer_s:.4f} / {r.torch_compile_train_s:.4f}",
+                      f"{r.compile_infer_ratio:.2f} / {r.compile_train_ratio:.2f}"]
+        if with_mfu:
+            cells += [f"{r.gflop_infer:.0f} / {r.gflop_train:.0f}",
+                      f"{r.mfu_infer:.1%} / {r.mfu_train:.1%}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _write_json(path: str, rows: list[Row]) -> None:
+    with open(path, "w") as f:
+        json.dump([dict(dataclasses.asdict(r), xla_flags=os.environ["XLA_FLAGS"]) for r in rows],
+                  f, indent=2)
 
 
 def main(args) -> int:
@@ -205,22 +278,22 @@ def main(args) -> int:
     kept = host_memory.keep_freed_memory()
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                                      args.xla_flags]))
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
     from unet_jax import registry
     archs = args.archs or registry.list_models()
     rows = []
     for arch in archs:
         row = bench_arch(arch, batch=args.batch, size=args.size, dtype=args.dtype,
-                         repeats=args.repeats, torch_compile=args.torch_compile)
+                         repeats=args.repeats, torch_compile=args.torch_compile,
+                         peak_tflops=args.peak_tflops)
         rows.append(row)
         print(f"{arch}: infer ratio {row.infer_ratio:.2f}, train ratio {row.train_ratio:.2f}",
               flush=True)
+        if args.json:  # after every arch, so an interrupted run keeps what it measured
+            _write_json(args.json, rows)
     print(format_table(rows))
     print(f"\n{rows[0].device}; {rows[0].versions}; XLA_FLAGS={os.environ['XLA_FLAGS']!r}; "
           f"freed host memory kept: {kept}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump([dict(dataclasses.asdict(r), xla_flags=os.environ["XLA_FLAGS"])
-                       for r in rows], f, indent=2)
     return 0
 
 
@@ -232,4 +305,7 @@ def add_flags(parser) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--xla-flags", default=DEFAULT_XLA_FLAGS)
+    parser.add_argument("--peak-tflops", type=float,
+                        help="device peak for model FLOP utilisation (default: known GPUs' "
+                             "dense tensor-core peak for the dtype)")
     parser.add_argument("--json", help="write the rows as JSON to this file")
