@@ -63,6 +63,21 @@ def test_winograd_conv_and_gradients_match_xla(dtype, rtol, pad, h, w, winograd_
             np.testing.assert_allclose(got, want, rtol=0, atol=rtol * float(jnp.abs(want).max()))
 
 
+@pytest.mark.parametrize("dtype, rtol", [(jnp.float32, 2e-5), (jnp.float64, 1e-12)])
+@pytest.mark.parametrize("h, w", [(8, 8), (9, 14), (2, 3)])
+def test_winograd_2x2_correlation_matches_xla(dtype, rtol, h, w):
+    """F(2x2, 2x2), even and odd output sizes (odd ones pad the last tile)."""
+    with jax.enable_x64(dtype == jnp.float64):
+        rng = np.random.default_rng(h * w)
+        x = jnp.asarray(rng.standard_normal((2, h, w, 6)), dtype)
+        k = jnp.asarray(rng.standard_normal((2, 2, 6, 5)), dtype)
+        want = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", precision="highest",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        got = winograd.correlate2x2(x, k)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=rtol * float(jnp.abs(want).max()))
+
+
 @pytest.mark.parametrize("k, stride, pad, size", [(3, 1, 1, 12), (3, 1, 0, 9), (7, 2, 3, 14)])
 @pytest.mark.parametrize("in_ch, out_ch", [(3, 20), (3, 8), (12, 8), (20, 8), (20, 24)])
 def test_every_cpu_conv_algorithm_matches_xla(k, stride, pad, size, in_ch, out_ch, monkeypatch):
@@ -211,14 +226,27 @@ def test_one_training_step_matches_torch():
 @pytest.mark.parametrize(
     "k, s, p, size", [(4, 2, 1, 5), (3, 2, 1, 6), (4, 2, 0, 4), (6, 3, 3, 5), (4, 2, 2, 5)]
 )
-def test_transposed_conv_gradients_match_xla(k, s, p, size):
-    """Output-phase forward and its gradients against XLA's dilated transposed conv."""
+@pytest.mark.parametrize("conv_t", [layers.conv_transpose_nhwc, layers.transposed_conv2d_nhwc])
+def test_transposed_conv_gradients_match_xla(k, s, p, size, conv_t):
+    """Output-phase forward (XLA's or, for k == 2s on CPU, Winograd phases) and its gradients
+    against XLA's dilated transposed conv."""
     rng = np.random.default_rng(k * s + p)
     x = jnp.asarray(rng.standard_normal((2, size, size + 1, 5)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((k, k, 5, 3)), jnp.float32)
-    y, vjp = jax.vjp(lambda x, w: layers.conv_transpose_nhwc(x, w, s, p), x, w)
+    y, vjp = jax.vjp(lambda x, w: conv_t(x, w, s, p), x, w)
     y_ref, vjp_ref = jax.vjp(lambda x, w: layers._conv_t(x, w, s, p), x, w)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(y_ref).max()))
     dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     for got, want in zip(vjp(dy), vjp_ref(dy)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+@pytest.mark.parametrize("k, s, p, winograd_phases", [(4, 2, 1, True), (4, 2, 0, True),
+                                                      (6, 3, 0, True), (6, 2, 2, False),
+                                                      (3, 2, 1, False)])
+def test_winograd_phases_are_used_on_cpu_for_kernels_of_twice_the_stride(k, s, p, winograd_phases):
+    x = jnp.zeros((1, 8, 8, 4), jnp.float32)
+    w = jnp.zeros((k, k, 4, 3), jnp.float32)
+    text = jax.jit(functools.partial(layers.transposed_conv2d_nhwc, stride=s, padding=p)).lower(
+        x, w).compile().as_text()
+    assert ("convolution" not in text) == winograd_phases
