@@ -281,6 +281,10 @@ def main(args) -> int:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
     from unet_jax import registry
     archs = args.archs or registry.list_models()
+    unknown = sorted(set(archs) - set(registry.list_models()))
+    if unknown:
+        raise SystemExit(f"unknown arch(s) {', '.join(unknown)}; known archs: "
+                         f"{', '.join(registry.list_models())}")
     rows = []
     for arch in archs:
         row = bench_arch(arch, batch=args.batch, size=args.size, dtype=args.dtype,
