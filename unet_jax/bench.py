@@ -231,12 +231,18 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     cpu = platform.processor() or platform.machine()
     device = f"{kind} x{jax.device_count()} ({cpu}, {os.cpu_count()} cores)"
     versions = f"jax {jax.__version__}, torch {torch.__version__}"
-    return Row(arch, batch, (h, w), dtype, ji, ti, ji / ti, jt, tt, jt / tt, jax_compile_infer,
-               jax_compile_train, temp_mb, tci, tct,
-               ji / tci if tci else None, jt / tct if tct else None,
-               gflop_infer, gflop_train, mfu(gflop_infer, ji), mfu(gflop_train, jt), peak,
-               jax_peak / 2**20 if jax_peak else None,
-               torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None, device, versions)
+    return Row(arch=arch, batch=batch, size=(h, w), dtype=dtype,
+               jax_infer_s=ji, torch_infer_s=ti, infer_ratio=ji / ti,
+               jax_train_s=jt, torch_train_s=tt, train_ratio=jt / tt,
+               jax_compile_infer_s=jax_compile_infer, jax_compile_train_s=jax_compile_train,
+               jax_temp_mb=temp_mb, torch_compile_infer_s=tci, torch_compile_train_s=tct,
+               compile_infer_ratio=ji / tci if tci else None,
+               compile_train_ratio=jt / tct if tct else None,
+               gflop_infer=gflop_infer, gflop_train=gflop_train,
+               mfu_infer=mfu(gflop_infer, ji), mfu_train=mfu(gflop_train, jt), peak_tflops=peak,
+               jax_peak_mb=jax_peak / 2**20 if jax_peak else None,
+               torch_peak_mb=torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None,
+               device=device, versions=versions)
 
 
 def format_table(rows: list[Row]) -> str:
