@@ -1,5 +1,11 @@
-"""Saved models: an orbax checkpoint of the weights plus `unet_jax.json` naming the arch and
-config, so `load(directory)` rebuilds the model without being told what it is."""
+"""Saved models and training workdirs as model sources.
+
+A saved model is an orbax checkpoint of the weights plus `unet_jax.json` naming the arch and
+config. A training workdir holds `run.json` (arch, config, training options) and orbax
+checkpoint managers `best/` (by val mIoU) and `checkpoints/` (periodic), whose `model` item
+is the model's state. `load(path)` takes either and rebuilds the model without being told
+what it is.
+"""
 
 import dataclasses
 import json
@@ -7,13 +13,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from unet_jax import registry
 
 FORMAT = 1  # bump when the layout of a saved directory changes
-METADATA = "unet_jax.json"
+METADATA = "unet_jax.json"  # in a saved model
+RUN = "run.json"  # in a training workdir
+WHICH = {"best": "best", "latest": "checkpoints"}  # workdir checkpoint kinds -> subdirectory
+
+
+class ModelSourceError(ValueError):
+    """A directory that is not a saved model or a usable training workdir."""
 
 
 def save(model: nnx.Module, directory: str | Path) -> Path:
@@ -21,15 +34,13 @@ def save(model: nnx.Module, directory: str | Path) -> Path:
     directory = Path(directory).absolute()
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
-    arch = registry.arch_of_config(model.config)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(staging / "state", nnx.state(model))
         checkpointer.wait_until_finished()
-        meta = {"format": FORMAT, "arch": arch.name, "config": dataclasses.asdict(model.config)}
-        (staging / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
+        (staging / METADATA).write_text(json.dumps(model_metadata(model), indent=2) + "\n")
         if directory.exists():
             directory.rmdir()
         staging.rename(directory)
@@ -39,31 +50,110 @@ def save(model: nnx.Module, directory: str | Path) -> Path:
     return directory
 
 
-def read_metadata(directory: str | Path) -> tuple[registry.Arch, object]:
-    """(arch, config) of a saved model directory, with clear errors for foreign ones."""
-    directory = Path(directory)
-    path = directory / METADATA
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory} is not a saved unet-jax model (no {METADATA})")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is damaged: {e}") from e
+def model_metadata(model_or_config) -> dict:
+    """{"format", "arch", "config", "num_classes", "in_channels"} of a model or config."""
+    config = getattr(model_or_config, "config", model_or_config)
+    arch = registry.arch_of_config(config)
+    values = dataclasses.asdict(config)
+    return {"format": FORMAT, "arch": arch.name, "config": values,
+            **{uniform: values[upstream] for uniform, upstream in arch.uniform.items()}}
+
+
+def config_from_metadata(meta: dict, where: Path):
+    """(arch, config) recorded in `meta`, read from the file `where`."""
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{directory} was saved in format {meta.get('format')!r}; this "
-                         f"unet-jax reads format {FORMAT}. Re-save it with a matching version.")
-    arch = registry.get_arch(meta["arch"])
-    return arch, registry.make_config(arch.name, **meta["config"])
+        raise ModelSourceError(f"{where} was written in format {meta.get('format')!r}; this "
+                               f"unet-jax reads format {FORMAT}. Re-save it with a matching version.")
+    try:
+        arch = registry.get_arch(meta["arch"])
+        return arch, registry.make_config(arch.name, **meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelSourceError(f"{where} is damaged or from another version ({e})") from e
 
 
-def load(directory: str | Path, *, arch: str | None = None) -> nnx.Module:
-    """The model saved in `directory`, in eval mode. With `arch`, the saved arch must match."""
-    directory = Path(directory).absolute()
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelSourceError(f"{path} is damaged: {e}") from e
+
+
+def is_workdir(path: Path) -> bool:
+    return (Path(path) / RUN).is_file()
+
+
+def describe_directory(path: Path) -> str:
+    """What a directory given as a checkpoint is, and what to do with it."""
+    path = Path(path)
+    if (path / METADATA).is_file():
+        return "it is a saved unet-jax model: load it with unet_jax.load"
+    if is_workdir(path):
+        return "it is a unet-jax training workdir: load it with unet_jax.load"
+    files = sorted(p.name for p in path.iterdir()
+                   if p.suffix in (".pth", ".pt", ".bin", ".pkl", ".ckpt", ".safetensors"))
+    if files:
+        return f"it holds {', '.join(files[:5])}: pass one of these files"
+    return "it holds no checkpoint file, saved model or training workdir"
+
+
+def read_metadata(directory: str | Path) -> tuple[registry.Arch, object]:
+    """(arch, config) of a saved model directory or training workdir."""
+    directory = Path(directory)
+    for name in (METADATA, RUN):
+        if (directory / name).is_file():
+            return config_from_metadata(_read_json(directory / name), directory / name)
+    if not directory.is_dir():
+        raise ModelSourceError(f"{directory} does not exist")
+    raise ModelSourceError(f"{directory} is not a saved unet-jax model or training workdir: "
+                           f"{describe_directory(directory)}")
+
+
+def _abstract(config):
+    """(graphdef, abstract state on this process's first device) of `config`'s model."""
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: registry.build(config)))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return graphdef, jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+
+
+def _restore_from_workdir(directory: Path, config, which: str):
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
+    checkpoints = directory / WHICH[which]
+    graphdef, abstract = _abstract(config)
+    manager = ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        step = manager.latest_step() if checkpoints.is_dir() else None
+        if step is None:
+            other = "latest" if which == "best" else "best"
+            raise ModelSourceError(f"training workdir {directory} has no {which} checkpoint yet "
+                                   f"({checkpoints} is empty); try which={other!r}")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            model=ocp.args.StandardRestore(abstract)))
+    finally:
+        manager.close()
+    return nnx.merge(graphdef, restored.model), step
+
+
+def load(path: str | Path, *, arch: str | None = None, which: str = "best") -> nnx.Module:
+    """The model in `path`, in eval mode: a saved model directory, or a training workdir
+    (its best checkpoint by val mIoU, or `which="latest"`). With `arch`, it must match."""
+    return load_with_info(path, arch=arch, which=which)[0]
+
+
+def load_with_info(path: str | Path, *, arch: str | None = None, which: str = "best"
+                   ) -> tuple[nnx.Module, str]:
+    """`load`, also returning one line saying what was loaded."""
+    directory = Path(path).absolute()
     spec, config = read_metadata(directory)
     if arch is not None and arch != spec.name:
-        raise ValueError(f"{directory} holds a {spec.name} model, not {arch}")
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: registry.build(config)))
-    state = ocp.StandardCheckpointer().restore(directory / "state", abstract)
-    model = nnx.merge(graphdef, state)
+        raise ModelSourceError(f"{directory} holds a {spec.name} model, not {arch}")
+    if is_workdir(directory) and not (directory / METADATA).is_file():
+        model, step = _restore_from_workdir(directory, config, which)
+        info = f"training workdir {directory}, {which} checkpoint (step {step})"
+    else:
+        graphdef, abstract = _abstract(config)
+        state = ocp.StandardCheckpointer().restore(directory / "state", abstract)
+        model, info = nnx.merge(graphdef, state), f"saved model {directory}"
     model.eval()
-    return model
+    return model, info

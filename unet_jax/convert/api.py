@@ -22,10 +22,13 @@ def infer_arch(shapes: registry.Shapes):
     if len(found) != 1:
         keys = ", ".join(list(shapes)[:6])
         what = "none" if not found else " and ".join(a.name for a, _ in found)
+        hint = ("pass arch= explicitly" if found else
+                "is it a U-Net of another project, or only part of a model (e.g. an encoder)? "
+                "Passing arch= lists the keys that differ from that arch")
         raise ConversionError(
             "a known arch", f"the checkpoint (keys {keys}, ...)", [], [],
             [f"its keys match {what} of the known archs ({', '.join(registry.list_models())}); "
-             "pass arch= explicitly"])
+             + hint])
     return found[0]
 
 
@@ -45,11 +48,13 @@ def _config_for(arch_name: str | None, shapes: registry.Shapes, overrides: dict)
 
 def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None = None, *,
                            strict: bool = True, dtype=None, **config):
-    """`load_torch`, also returning the report {"mapped", "ignored", "defaulted", "skipped"}
-    and the state_dict as read (numpy arrays), for callers that compare against torch."""
+    """`load_torch`, also returning the report {"mapped", "ignored", "defaulted", "skipped",
+    "notes", "extras"} and the state_dict as read (numpy arrays), for callers that compare
+    against torch. "ignored" lists every entry of the file that is not a weight, with why."""
     if dtype is not None and np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")
-    state, label = read_state_dict(source)
+    checkpoint = read_state_dict(source)
+    state, label = checkpoint.tensors, checkpoint.label
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     spec, cfg = _config_for(arch, shapes, config)
     try:
@@ -64,6 +69,8 @@ def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None
                                       label, e.missing, e.unexpected, e.mismatched) from None
         raise
     model.eval()
+    report["ignored"] = checkpoint.ignored + report["ignored"]
+    report.update(notes=checkpoint.notes, extras=checkpoint.extras)
     return model, report, state
 
 
@@ -71,8 +78,10 @@ def load_torch(source: str | os.PathLike | Mapping, arch: str | None = None, *,
                strict: bool = True, dtype=None, **config) -> nnx.Module:
     """A model with the weights of a torch checkpoint, in eval mode.
 
-    `source` is a path (.pth/.pt/.bin/.safetensors) or a mapping of tensors/arrays; wrappers
-    (`state_dict`, `model_state_dict`, `model`) and `module.` prefixes are removed. Without
+    `source` is a path (torch zip or legacy files, whole-model pickles read without running
+    their code, .safetensors; sniffed by content) or a mapping of tensors/arrays. Wrappers
+    (`model_state`, `state_dict`, `model`, ...) and prefixes (`module.`, `model.`,
+    `_orig_mod.`, ...) are removed; non-tensor entries are ignored. Without
     `arch`, the arch and its config are read off the keys and shapes; `config` overrides
     options (upstream names or `num_classes`/`in_channels`). Strict by default: one error
     lists every missing, unexpected and mis-shaped key. `dtype` casts floating parameters.
@@ -101,7 +110,8 @@ def load_backbone(model: nnx.Module, source: str | os.PathLike | Mapping) -> dic
     if not hasattr(model, "encoder"):
         raise ValueError(f"{registry.arch_of_config(model.config).name} has no pretrained "
                          "backbone; backbone weights apply to vgg16_unet and resnet50_unet")
-    state, label = read_state_dict(source)
+    checkpoint = read_state_dict(source)
+    state, label = checkpoint.tensors, checkpoint.label
     for prefix in BACKBONE_PREFIXES:
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
