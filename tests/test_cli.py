@@ -116,7 +116,7 @@ def test_export_loads_strictly_into_torch_and_reproduces_outputs(checkpoint, tmp
 
 
 def test_load_rejects_foreign_directories(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a saved unet-jax model"):
+    with pytest.raises(ValueError, match="not a saved unet-jax model or training workdir"):
         unet_jax.load(tmp_path)
     model = unet_jax.create_model("imgseg_unet", base_width=4)
     unet_jax.save(model, tmp_path / "m")
@@ -124,7 +124,7 @@ def test_load_rejects_foreign_directories(tmp_path):
         unet_jax.load(tmp_path / "m", arch="unetpp")
     meta = tmp_path / "m" / "unet_jax.json"
     meta.write_text(meta.read_text().replace('"format": 1', '"format": 99'))
-    with pytest.raises(ValueError, match="saved in format 99; this unet-jax reads format 1"):
+    with pytest.raises(ValueError, match="written in format 99; this unet-jax reads format 1"):
         unet_jax.load(tmp_path / "m")
 
 

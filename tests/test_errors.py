@@ -1,7 +1,5 @@
 """Bad input gets a clear error naming the problem; nothing silently wrong."""
 
-import pickle
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -72,42 +70,6 @@ def test_truncated_file(imgseg_sd, tmp_path):
     st.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
     with pytest.raises(unet_jax.CheckpointError, match="cut.safetensors is truncated or not a safetensors"):
         unet_jax.load_torch(st)
-
-
-def test_not_a_checkpoint(tmp_path):
-    text = tmp_path / "notes.pth"
-    text.write_text("hello, this is not a checkpoint\n")
-    with pytest.raises(unet_jax.CheckpointError, match="notes.pth"):
-        unet_jax.load_torch(text)
-    other = tmp_path / "list.pth"
-    torch.save([torch.zeros(3)], other)
-    with pytest.raises(unet_jax.CheckpointError, match="holds a list, not a state_dict"):
-        unet_jax.load_torch(other)
-    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*absent.pth"):
-        unet_jax.load_torch(tmp_path / "absent.pth")
-
-
-class _Exploit:
-    def __reduce__(self):
-        import os
-        return (os.system, (f"touch {_Exploit.marker}",))
-
-
-def test_pickle_with_code_is_refused_and_not_run(tmp_path):
-    _Exploit.marker = tmp_path / "pwned"
-    path = tmp_path / "evil.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"final.weight": _Exploit()}, f)
-    torch.save({"conv.weight": torch.zeros(1), "payload": _Exploit()}, tmp_path / "evil_zip.pth")
-    for p in (path, tmp_path / "evil_zip.pth"):
-        with pytest.raises(unet_jax.CheckpointError, match="refusing to load .*could run code"):
-            unet_jax.load_torch(p)
-    assert not _Exploit.marker.exists()
-
-
-def test_unknown_checkpoint_layout_asks_for_arch():
-    with pytest.raises(unet_jax.ConversionError, match="match none of the known archs.*pass arch="):
-        unet_jax.load_torch({"fc.weight": np.zeros((2, 2), np.float32)})
 
 
 @pytest.mark.parametrize("arch, size, valid", [

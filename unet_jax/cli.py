@@ -28,7 +28,7 @@ def parse_sets(pairs: list[str]) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --set expects key=value, got {pair!r}")
+            raise ValueError(f"--set expects key=value, got {pair!r}")
         out[key] = parse_value(value)
     return out
 
@@ -72,16 +72,12 @@ def cmd_convert(args) -> int:
     import unet_jax
     from unet_jax.convert.api import load_torch_with_report
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"error: {out} exists and is not empty; nothing written")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty; nothing written")
     model, report, state = load_torch_with_report(args.checkpoint, args.arch, **parse_sets(args.set))
     n_params = sum(int(np.prod(v.shape)) for v in _param_leaves(model))
     print(f"arch:    {_arch_name(model)}\nconfig:  {model.config}\nparams:  {n_params:,}")
-    print(f"keys:    {len(report['mapped'])} mapped, {len(report['ignored'])} ignored"
-          + (f" ({', '.join(report['ignored'][:6])}{', ...' if len(report['ignored']) > 6 else ''})"
-             if report["ignored"] else "")
-          + (f", {len(report['defaulted'])} absent and defaulted (num_batches_tracked)"
-             if report["defaulted"] else ""))
+    _print_report(report)
     if args.verify and _torch_available():
         result = _parity_report(state, model, args.size, 1, "float32")
         print(result.format())
@@ -95,6 +91,19 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _print_report(report: dict) -> None:
+    """How the file was read and what of it was used, as `convert` and `parity` print it."""
+    for note in report["notes"]:
+        print(f"read:    {note}")
+    print(f"keys:    {len(report['mapped'])} mapped, {len(report['ignored'])} ignored"
+          + (f", {len(report['defaulted'])} absent and defaulted (num_batches_tracked)"
+             if report["defaulted"] else ""))
+    for entry in report["ignored"][:12]:
+        print(f"ignored: {entry}")
+    if len(report["ignored"]) > 12:
+        print(f"ignored: ... and {len(report['ignored']) - 12} more")
+
+
 def _param_leaves(model):
     import jax
     from flax import nnx
@@ -105,9 +114,11 @@ def cmd_parity(args) -> int:
     import jax
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from unet_jax.convert.api import load_torch_with_report
-    model, _, state = load_torch_with_report(args.checkpoint, args.arch, dtype=args.dtype,
-                                             **parse_sets(args.set))
+    from unet_jax.sources import open_model
+    model, report, state = open_model(args.checkpoint, args.arch, which=args.which,
+                                      dtype=args.dtype, **parse_sets(args.set))
+    if not args.json:
+        _print_report(report)
     result = _parity_report(state, model, args.size, args.batch, args.dtype)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format(args.layers))
     return 0 if result.ok else 1
@@ -116,10 +127,11 @@ def cmd_parity(args) -> int:
 def cmd_export(args) -> int:
     import unet_jax
     from unet_jax.convert.io import write_state_dict
-    model = unet_jax.load(args.directory)
+    from unet_jax.saving import load_with_info
+    model, info = load_with_info(args.directory, which=args.which)
     state = unet_jax.to_torch_state_dict(model)
     path = write_state_dict(state, args.output)
-    print(f"wrote {path} ({_arch_name(model)}, {len(state)} keys)")
+    print(f"read {info}\nwrote {path} ({_arch_name(model)}, {len(state)} keys)")
     return 0
 
 
@@ -208,7 +220,18 @@ def cmd_train(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _peek_arch(argv: list[str] | None) -> str:
+    """The value of `--arch` in `argv`, so `train --arch A --help` shows A's defaults."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg == "--arch" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--arch="):
+            return arg.partition("=")[2]
+    return ""
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unet-jax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -225,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_convert)
 
     q = sub.add_parser("parity", help="prove a checkpoint converts exactly")
-    q.add_argument("checkpoint")
+    q.add_argument("checkpoint", help="torch file, saved model or training workdir")
+    q.add_argument("--which", choices=("best", "latest"), default="best",
+                   help="of a training workdir: the best (val mIoU) or latest checkpoint")
     q.add_argument("--arch")
     q.add_argument("--set", action="append", metavar="KEY=VALUE")
     q.add_argument("--size", type=parse_size, help="input HxW (default: near 256)")
@@ -235,14 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.set_defaults(fn=cmd_parity)
 
-    e = sub.add_parser("export", help="saved JAX model -> torch .pth / .safetensors")
-    e.add_argument("directory")
+    e = sub.add_parser("export", help="saved model or training workdir -> torch .pth / .safetensors")
+    e.add_argument("directory", help="saved model or training workdir")
+    e.add_argument("--which", choices=("best", "latest"), default="best",
+                   help="of a training workdir: the best (val mIoU) or latest checkpoint")
     e.add_argument("-o", "--output", required=True)
     e.set_defaults(fn=cmd_export)
 
     t = sub.add_parser("train", help="train or fine-tune on all local devices")
     from unet_jax.train import add_flags
-    add_flags(t)
+    add_flags(t, arch=_peek_arch(argv))
     t.set_defaults(fn=cmd_train)
 
     b = sub.add_parser("bench", help="JAX vs torch eager speed, side by side")
@@ -262,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     if args.command != "bench":  # the bench sets its own (scripts/bench.py skips the CLI)
         host_memory.keep_freed_memory()  # before JAX starts its threads
         compile_cache.enable()
@@ -270,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     from unet_jax.convert.io import CheckpointError
     try:
         return args.fn(args)
-    except (ConversionError, CheckpointError, FileNotFoundError, FileExistsError, ValueError,
-            TypeError) as e:
+    except (ConversionError, CheckpointError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

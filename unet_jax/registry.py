@@ -24,6 +24,8 @@ class Arch:
     infer: Callable[[Shapes], Any]  # checkpoint shapes -> config, or None if not this arch
     uniform: Mapping[str, str]  # {"num_classes": upstream name, "in_channels": upstream name}
     source: str  # one line: upstream repository and class
+    # TrainConfig values for this arch where the general TRAIN_DEFAULTS do not learn
+    train_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -38,7 +40,15 @@ class Arch:
         return [f.name for f in dataclasses.fields(self.config)]
 
 
+# Training options that depend on the arch: these, unless its `train_defaults` say otherwise.
+TRAIN_DEFAULTS = {"image_size": 64, "lr": 1e-3, "warmup_epochs": 0.0}
+
 _ARCHS: dict[str, Arch] = {}
+
+
+def train_defaults(name: str) -> dict[str, Any]:
+    """The arch-dependent TrainConfig defaults of arch `name`."""
+    return {**TRAIN_DEFAULTS, **get_arch(name).train_defaults}
 
 
 def register(arch: Arch) -> Arch:

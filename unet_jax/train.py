@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 import unet_jax
 from unet_jax import data as data_lib
-from unet_jax import losses, metrics
+from unet_jax import losses, metrics, registry, saving
 from unet_jax.inference import inference_jit
 
 # ----------------------------------------------------------------------------- config
@@ -32,24 +33,24 @@ from unet_jax.inference import inference_jit
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    arch: str = "imgseg_unet"  # registered arch name (unet-jax list)
+    arch: str = ""  # registered arch name (unet-jax list); "": the init_from model's, else imgseg_unet
     model: dict = dataclasses.field(default_factory=dict)  # arch options, e.g. {"base_width": 16}
-    num_classes: int = 4  # classes of the data, background included; 1 channel for "bce"
-    init_from: str = ""  # torch checkpoint (.pth/.safetensors) or saved JAX model dir to start from
+    num_classes: int = 0  # classes incl. background (1 channel for "bce"); 0: init_from's, else 4
+    init_from: str = ""  # torch checkpoint, saved model or training workdir to start from (fine-tune)
     backbone_weights: str = ""  # torchvision ImageNet file for vgg16_unet / resnet50_unet
     data: str = "synthetic"  # synthetic | folder:PATH (images/, masks/) | tfds:NAME
-    image_size: int = 64  # training images are image_size x image_size
+    image_size: int = 0  # training images are image_size x image_size (0: the arch's default)
     train_samples: int = 256  # synthetic only: samples in the training split
     val_samples: int = 64  # synthetic only: samples in the validation split
     batch_size: int = 16  # global batch, split evenly over all devices
     epochs: int = 10  # passes over the training split
     optimizer: str = "adamw"  # sgd | adam | adamw
-    lr: float = 1e-3  # peak learning rate
+    lr: float = 0.0  # peak learning rate (0: the arch's default)
     momentum: float = 0.9  # sgd momentum (0 disables it)
     nesterov: bool = False  # sgd Nesterov momentum
     weight_decay: float = 1e-4  # decoupled for adamw, added to the gradient for sgd/adam
     schedule: str = "cosine"  # constant | step | cosine | poly
-    warmup_epochs: float = 0.0  # linear warm-up before the cosine decay
+    warmup_epochs: float = -1.0  # linear warm-up before the cosine decay (-1: the arch's default)
     step_epochs: int = 50  # step schedule: decay every step_epochs (torch StepLR step_size)
     step_gamma: float = 0.1  # step schedule: decay factor (torch StepLR gamma)
     poly_power: float = 0.9  # poly schedule: lr * (1 - t/T)^power
@@ -132,18 +133,56 @@ def global_batch(batch: dict, sharding: NamedSharding) -> tuple[jax.Array, jax.A
 # ----------------------------------------------------------------------------- model and optimizer
 
 
-def make_model(cfg: TrainConfig) -> nnx.Module:
+DEFAULT_ARCH, DEFAULT_CLASSES = "imgseg_unet", 4
+
+
+def resolve(cfg: TrainConfig) -> tuple[TrainConfig, nnx.Module | None]:
+    """`cfg` with every "from the arch / from init_from" default filled in, and the init_from
+    model (read once here, as it decides the arch and class count)."""
+    source = None
+    if cfg.init_from:
+        from unet_jax.sources import open_model
+        source = open_model(cfg.init_from, cfg.arch or None)[0]
+    arch = cfg.arch or (registry.arch_of_config(source.config).name if source else DEFAULT_ARCH)
+    spec = registry.get_arch(arch)
+    num_classes = cfg.num_classes or (
+        getattr(source.config, spec.uniform["num_classes"]) if source else DEFAULT_CLASSES)
+    arch_defaults = registry.train_defaults(arch)
+    filled = dict(arch=arch, num_classes=num_classes)
+    for name, unset in (("image_size", 0), ("lr", 0.0), ("warmup_epochs", -1.0)):
+        if getattr(cfg, name) == unset:
+            filled[name] = arch_defaults[name]
+    return dataclasses.replace(cfg, **filled), source
+
+
+def make_model(cfg: TrainConfig, source: nnx.Module | None = None) -> tuple[nnx.Module, list[str]]:
+    """The model to train (in training mode) and lines saying how it was initialised.
+
+    From `source` (the init_from model), its config with `cfg.model` and `num_classes`
+    applied: changed classes or input channels re-initialise exactly the layers they
+    reshape; any other change is refused. Otherwise freshly initialised, seeded."""
     options = dict(cfg.model, num_classes=cfg.num_classes)
-    if cfg.init_from and Path(cfg.init_from).is_dir():
-        model = unet_jax.load(cfg.init_from, arch=cfg.arch)
-    elif cfg.init_from:
-        model = unet_jax.load_torch(cfg.init_from, arch=cfg.arch, **options)
-    else:
+    if source is None:
         if cfg.backbone_weights:
             options["backbone_weights"] = cfg.backbone_weights
         model = unet_jax.create_model(cfg.arch, seed=cfg.seed, **options)
+        model.train()
+        return model, []
+    from unet_jax.sources import ADAPTABLE, adapt
+    spec = registry.arch_of_config(source.config)
+    options = {spec.uniform.get(k, k): v for k, v in options.items()}
+    adaptable = {spec.uniform[k] for k in ADAPTABLE}
+    differs = {k: (getattr(source.config, k, None), v) for k, v in options.items()
+               if k not in adaptable and getattr(source.config, k, None) != v}
+    if differs:
+        raise ValueError(f"--model options differ from the init_from model {cfg.init_from} "
+                         + ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in differs.items())
+                         + "; these change its weights' shapes (only num_classes / in_channels "
+                         "can be changed by fine-tuning)")
+    model, lines = adapt(source, seed=cfg.seed,
+                         **{k: v for k, v in options.items() if k in adaptable})
     model.train()
-    return model
+    return model, [f"initialised from {cfg.init_from}"] + lines
 
 
 def backbone_names(model: nnx.Module) -> tuple[str, ...]:
@@ -261,36 +300,109 @@ def make_steps(cfg: TrainConfig):
     return train_step, eval_step
 
 
+def padded_batches(dataset, batch_size: int, ignore_index: int):
+    """(batch, real rows) over every sample in order; the last partial batch is padded with
+    zero images and `ignore_index` masks, so it is scored without a new compiled shape."""
+    ds = grain.MapDataset.source(dataset).map(lambda s: {"image": s[0], "mask": s[1]})
+    for batch in ds.batch(batch_size, drop_remainder=False):
+        real = len(batch["image"])
+        if real < batch_size:
+            pad = batch_size - real
+            batch = {"image": np.concatenate([batch["image"], np.zeros(
+                         (pad, *batch["image"].shape[1:]), batch["image"].dtype)]),
+                     "mask": np.concatenate([batch["mask"], np.full(
+                         (pad, *batch["mask"].shape[1:]), ignore_index, batch["mask"].dtype)])}
+        yield batch, real
+
+
 def evaluate(model, eval_step, dataset, cfg: TrainConfig, sharding) -> dict:
+    """Loss (mean over samples) and metrics over every sample of `dataset`."""
     model.eval()
-    cm, total, count = None, 0.0, 0  # the confusion matrix stays on device until the end
-    for batch in data_lib.batches(dataset, cfg.batch_size, epoch=0, seed=cfg.seed, shuffle=False):
+    cm, total = None, 0.0  # the confusion matrix stays on device until the end
+    for batch, real in padded_batches(dataset, cfg.batch_size, cfg.ignore_index):
         loss, batch_cm = eval_step(model, *global_batch(batch, sharding))
         cm = batch_cm if cm is None else cm + batch_cm
-        total, count = total + float(to_host(loss)), count + 1
+        total += float(to_host(loss)) * real
     model.train()
-    return {"val_loss": total / max(count, 1), **metrics.summarize(to_host(cm))}
+    return {"val_loss": total / len(dataset), **metrics.summarize(to_host(cm))}
+
+
+# ----------------------------------------------------------------------------- start-up checks
+
+
+def preflight(cfg: TrainConfig, model: nnx.Module, splits: dict) -> None:
+    """Find every configuration and data problem before the first step: batch and device
+    counts, split sizes, one sample per split (shapes, channels, mask values) and whether
+    the arch takes the image size. Raises one ValueError listing all problems."""
+    problems = []
+    devices, processes = jax.device_count(), jax.process_count()
+    if cfg.batch_size < 1 or cfg.batch_size % devices:
+        problems.append(f"batch_size {cfg.batch_size} must be a positive multiple of the "
+                        f"{devices} devices")
+    if cfg.epochs < 1:
+        problems.append(f"epochs must be >= 1, got {cfg.epochs}")
+    channels = getattr(model.config, registry.arch_of_config(model.config).uniform["in_channels"])
+    n_classes = max(cfg.num_classes, 2)
+    for name, dataset in splits.items():
+        try:
+            count = len(dataset)
+        except (OSError, ValueError) as e:
+            problems.append(f"{name} split: {e}")
+            continue
+        if count == 0 or (name == "train" and count < cfg.batch_size):
+            problems.append(f"the {name} split has {count} samples, fewer than one batch of "
+                            f"{cfg.batch_size}" if name == "train" else f"the {name} split is empty")
+            continue
+        try:
+            image, mask = dataset[0]
+        except (OSError, ValueError) as e:
+            problems.append(f"{name} split, sample 0: {e}")
+            continue
+        size = (cfg.image_size, cfg.image_size)
+        if image.shape != (*size, channels) or mask.shape != size:
+            problems.append(f"{name} split, sample 0: image {image.shape} and mask {mask.shape}; "
+                            f"the model needs images {(*size, channels)} and masks {size}")
+        bad = np.unique(mask[(mask >= n_classes) & (mask != cfg.ignore_index)])
+        if bad.size:
+            problems.append(f"{name} split, sample 0: mask values {bad[:8].tolist()} are neither "
+                            f"classes 0..{n_classes - 1} nor the ignore index {cfg.ignore_index}")
+    try:
+        graphdef, state = nnx.split(model)
+        x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, channels), jnp.float32)
+        jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x)
+    except ValueError as e:
+        problems.append(f"image_size {cfg.image_size}: {e}")
+    if processes > 1 and cfg.batch_size % processes:
+        problems.append(f"batch_size {cfg.batch_size} must split evenly over {processes} processes")
+    if problems:
+        raise ValueError("cannot start training:\n  - " + "\n  - ".join(problems))
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
 def checkpoint_managers(workdir: Path, keep: int) -> tuple[ocp.CheckpointManager, ...]:
-    """(periodic, best-by-val-mIoU) managers, both saving asynchronously."""
+    """(periodic, best-by-val-mIoU) managers, both saving asynchronously. Items: `model`
+    (what `unet_jax.load(workdir)` reads), `optimizer` (periodic only) and `meta`."""
     periodic = ocp.CheckpointManager(
-        workdir / "checkpoints",
+        workdir / saving.WHICH["latest"],
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True))
     best = ocp.CheckpointManager(
-        workdir / "best",
+        workdir / saving.WHICH["best"],
         options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["miou"],
                                              best_mode="max", enable_async_checkpointing=True))
     return periodic, best
 
 
 def save_checkpoint(manager, step: int, model, optimizer, meta: dict, metrics_=None) -> None:
-    state = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(meta)), metrics=metrics_)
+    items = {"model": ocp.args.StandardSave(nnx.state(model)), "meta": ocp.args.JsonSave(meta)}
+    if optimizer is not None:
+        items["optimizer"] = ocp.args.StandardSave(nnx.state(optimizer))
+    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics_)
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
 
 
 def restore_checkpoint(manager, model, optimizer) -> dict | None:
@@ -298,14 +410,46 @@ def restore_checkpoint(manager, model, optimizer) -> dict | None:
     step = manager.latest_step()
     if step is None:
         return None
-    target = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
-                            target)
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    nnx.update(model, restored.state["model"])
-    nnx.update(optimizer, restored.state["optimizer"])
+        model=ocp.args.StandardRestore(_abstract(nnx.state(model))),
+        optimizer=ocp.args.StandardRestore(_abstract(nnx.state(optimizer))),
+        meta=ocp.args.JsonRestore()))
+    nnx.update(model, restored.model)
+    nnx.update(optimizer, restored.optimizer)
     return restored.meta
+
+
+# Fields that define what a workdir's checkpoints hold: a rerun must not change them.
+RUN_IDENTITY = ("arch", "config", "image_size")
+
+
+def claim_workdir(workdir: Path, cfg: TrainConfig, model: nnx.Module) -> None:
+    """Write `run.json` (arch, config, class count, training options) on a new workdir, or
+    refuse a rerun whose arch, config or image size differ from the recorded ones."""
+    record = {**saving.model_metadata(model), "image_size": cfg.image_size,
+              "train": dataclasses.asdict(cfg)}
+    path = workdir / saving.RUN
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        differ = [f"{k}: {stored.get(k)!r} in the workdir, {record[k]!r} now"
+                  for k in RUN_IDENTITY if stored.get(k) != record[k]]
+        if differ:
+            raise ValueError(f"{workdir} holds a run of another model; resume it with the same "
+                             "options or choose a new --workdir:\n  - " + "\n  - ".join(differ))
+    elif jax.process_index() == 0:
+        if any((workdir / d).exists() for d in saving.WHICH.values()):
+            raise ValueError(f"{workdir} holds checkpoints but no {saving.RUN} (written by an "
+                             "older unet-jax?); choose a new --workdir")
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(record, indent=2) + "\n")
+        partial.rename(path)
+
+
+def logged_epochs(workdir: Path) -> int:
+    """The last epoch recorded in metrics.jsonl (0 when there is none)."""
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return max((json.loads(line)["epoch"] for line in lines if line.strip()), default=0)
 
 
 # ----------------------------------------------------------------------------- loop
@@ -314,20 +458,19 @@ def restore_checkpoint(manager, model, optimizer) -> dict | None:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train (resuming from `workdir` when it holds a checkpoint); the last epoch's metrics."""
     maybe_initialize_distributed(cfg)
+    cfg, source = resolve(cfg)
     workdir = Path(cfg.workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh()
     data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-    if cfg.batch_size % jax.device_count():
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the "
-                         f"{jax.device_count()} devices")
 
     train_set, val_set = make_datasets(cfg)
+    model, init_lines = make_model(cfg, source)
+    preflight(cfg, model, {"train": train_set, "val": val_set})
+    workdir.mkdir(parents=True, exist_ok=True)
+    claim_workdir(workdir, cfg, model)
+    for line in init_lines:
+        print(line)
     steps_per_epoch = len(train_set) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training split has {len(train_set)} samples, fewer than one "
-                         f"batch of {cfg.batch_size}")
-    model = make_model(cfg)
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, model, steps_per_epoch), wrt=nnx.Param)
     nnx.update((model, optimizer), jax.device_put(nnx.state((model, optimizer)), replicated))
     train_step, eval_step = make_steps(cfg)
@@ -348,9 +491,26 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     stop = {"requested": False}
     previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     summary: dict[str, Any] = {}
+
+    def validate_if_due():
+        """Validate a finished epoch not yet in metrics.jsonl (also one whose run stopped
+        between its last step and its validation)."""
+        nonlocal summary, epoch_losses
+        epoch = step // steps_per_epoch
+        if step == 0 or step % steps_per_epoch or logged_epochs(workdir) >= epoch:
+            return
+        summary = {"epoch": epoch, "step": step, "train_loss": float(np.mean(epoch_losses)),
+                   **evaluate(model, eval_step, val_set, cfg, data_sharding)}
+        log.epoch(summary)
+        epoch_losses = []
+        save_checkpoint(best, step, model, None, {"step": step}, {"miou": summary["miou"]})
+
     try:
+        validate_if_due()
         while step < last_step and not stop["requested"]:
             epoch, first = divmod(step, steps_per_epoch)
+            if first == 0:
+                epoch_losses = []
             loader = data_lib.batches(train_set, cfg.batch_size, epoch=epoch, seed=cfg.seed)
             bar = log.progress(range(first, steps_per_epoch), epoch, cfg.progress)
             seen, started = 0, time.perf_counter()
@@ -370,14 +530,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                     {"step": step, "epoch_losses": epoch_losses})
                 if step == last_step or stop["requested"]:
                     break
-            if step % steps_per_epoch == 0:  # a finished epoch: validate
-                summary = {"epoch": epoch + 1, "step": step,
-                           "train_loss": float(np.mean(epoch_losses)),
-                           **evaluate(model, eval_step, val_set, cfg, data_sharding)}
-                log.epoch(summary)
-                epoch_losses = []
-                save_checkpoint(best, step, model, optimizer, {"step": step},
-                                {"miou": summary["miou"]})
+            validate_if_due()
         if stop["requested"]:
             print(f"interrupted: checkpoint saved at step {step} in {workdir / 'checkpoints'}")
     finally:
@@ -409,15 +562,21 @@ def field_comments() -> dict[str, str]:
     return dict(found)
 
 
-def add_flags(parser) -> None:
+def add_flags(parser, arch: str = "") -> None:
     """One flag per TrainConfig field (`--batch-size 32`, `--remat/--no-remat`,
-    `--model base_width=16`), plus `--set field=value`."""
+    `--model base_width=16`), plus `--set field=value`. The help shows the arch-dependent
+    defaults of `arch` (or of the default arch)."""
     import argparse
     comments = field_comments()
+    name = arch if arch in registry.list_models() else DEFAULT_ARCH
+    resolved = {"arch": f"{DEFAULT_ARCH} unless --init-from names another",
+                "num_classes": f"{DEFAULT_CLASSES} unless --init-from has another count",
+                **{k: f"{v!r} for {name}" for k, v in registry.train_defaults(name).items()}}
     for f in dataclasses.fields(TrainConfig):
         flag, default = "--" + f.name.replace("_", "-"), TrainConfig.__dataclass_fields__[f.name]
         value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
-        help_ = f"{comments.get(f.name, '')} (default: {value!r})"
+        shown = resolved.get(f.name, repr(value))
+        help_ = f"{comments.get(f.name, '')} (default: {shown})"
         if isinstance(value, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif isinstance(value, dict):

@@ -70,9 +70,15 @@ def _describe(value: Any) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def _has_tensors(obj: Any) -> bool:
-    return torch_pickle.is_module(obj) or (
-        isinstance(obj, Mapping) and any(_is_tensor(v) for v in obj.values()))
+def _has_tensors(obj: Any, depth: int = 3) -> bool:
+    """Whether `obj` is, or wraps (through string-keyed mappings), a module or a mapping
+    of tensors."""
+    if torch_pickle.is_module(obj):
+        return True
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+        return False
+    return any(_is_tensor(v) for v in obj.values()) or (
+        depth > 1 and any(_has_tensors(v, depth - 1) for v in obj.values()))
 
 
 def _find_state_dict(obj: Any, ck: Checkpoint) -> Mapping:
@@ -141,15 +147,14 @@ def sniff(path: Path) -> str:
     CheckpointError saying what the file looks like."""
     with open(path, "rb") as f:
         head = f.read(512)
-        size = f.seek(0, os.SEEK_END)
     if not head:
         return "empty"
     if head[:4] == b"PK\x03\x04":
         return "zip"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{" and 0 < struct.unpack("<Q", head[:8])[0] <= size - 8:
-        return "safetensors"
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < 2**27:
+        return "safetensors"  # an 8-byte header length, then the JSON header
     if head[257:262] == b"ustar":
         return "tar"
     shown = head[:16].decode("latin-1").encode("unicode_escape").decode()
@@ -210,7 +215,7 @@ def read_state_dict(source: str | os.PathLike | Mapping) -> Checkpoint:
     if isinstance(source, Mapping):
         return unwrap(source, "the state_dict")
     path = Path(source)
-    label = f"checkpoint {str(path)!r}"
+    label = str(path)
     if path.is_dir():
         from unet_jax.saving import describe_directory
         raise CheckpointError(f"{path} is a directory, not a checkpoint file; "
