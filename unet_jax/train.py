@@ -503,7 +503,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                    **evaluate(model, eval_step, val_set, cfg, data_sharding)}
         log.epoch(summary)
         epoch_losses = []
-        save_checkpoint(best, step, model, None, {"step": step}, {"miou": summary["miou"]})
+        if step not in best.all_steps():  # a rerun may validate a step saved before
+            save_checkpoint(best, step, model, None, {"step": step}, {"miou": summary["miou"]})
 
     try:
         validate_if_due()
