@@ -135,3 +135,9 @@ def test_rerun_with_another_model_is_refused_and_a_stopped_validation_resumes(ru
     again = metrics_file.read_text().splitlines()
     assert len(again) == 2 and json.loads(again[1]) == json.loads(lines[1])
     assert summary["epoch"] == 2
+
+
+def test_train_help_shows_the_defaults_of_the_arch():
+    out = cli("train", "--arch", "semseg_unet", "--help").stdout
+    assert "(default: 252 for semseg_unet)" in out
+    assert "(default: imgseg_unet unless --init-from names another)" in out

@@ -41,7 +41,7 @@ class Arch:
 
 
 # Training options that depend on the arch: these, unless its `train_defaults` say otherwise.
-TRAIN_DEFAULTS = {"image_size": 64, "lr": 1e-3, "warmup_epochs": 0.0}
+TRAIN_DEFAULTS = {"image_size": 64, "lr": 1e-3, "warmup_epochs": 0.0, "loss": "ce"}
 
 _ARCHS: dict[str, Arch] = {}
 

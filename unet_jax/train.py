@@ -56,7 +56,7 @@ class TrainConfig:
     poly_power: float = 0.9  # poly schedule: lr * (1 - t/T)^power
     clip_norm: float = 0.0  # clip gradients to this global norm (0 disables)
     freeze_backbone_epochs: int = 0  # keep the vgg/resnet backbone fixed for these epochs
-    loss: str = "ce"  # weighted sum of ce, bce, dice, focal, e.g. "ce+0.5*dice"
+    loss: str = ""  # weighted sum of ce, bce, dice, focal, e.g. "ce+0.5*dice" ("": the arch's default)
     head_weights: tuple = ()  # deep supervision: weight per head (empty: mean of the heads)
     ignore_index: int = 255  # mask value excluded from loss and metrics
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params, BN stats, loss stay f32)
@@ -78,7 +78,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, "
                                  f"got {getattr(self, name)!r}")
-        losses.parse_loss(self.loss)
+        if self.loss:
+            losses.parse_loss(self.loss)
 
 
 def maybe_initialize_distributed(cfg: TrainConfig) -> None:
@@ -149,7 +150,7 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, nnx.Module | None]:
         getattr(source.config, spec.uniform["num_classes"]) if source else DEFAULT_CLASSES)
     arch_defaults = registry.train_defaults(arch)
     filled = dict(arch=arch, num_classes=num_classes)
-    for name, unset in (("image_size", 0), ("lr", 0.0), ("warmup_epochs", -1.0)):
+    for name, unset in (("image_size", 0), ("lr", 0.0), ("warmup_epochs", -1.0), ("loss", "")):
         if getattr(cfg, name) == unset:
             filled[name] = arch_defaults[name]
     return dataclasses.replace(cfg, **filled), source
