@@ -44,7 +44,7 @@ def main() -> int:
     from unet_jax import registry
     archs = args.archs or registry.list_models()
     failed = 0
-    print(f"{'arch':<14} {'size':>4} {'lr':>7} {'warmup':>6}  val mIoU by epoch{'':<14} time")
+    print(f"{'arch':<14} {'size':>4} {'lr':>7} {'warmup':>6} {'loss':<8} val mIoU by epoch{'':<14} time")
     for arch in archs:
         defaults = registry.train_defaults(arch)
         mious, seconds, error = run(arch, args.epochs, Path(args.workdir) / arch)
@@ -52,7 +52,7 @@ def main() -> int:
         failed += not ok
         shown = " ".join(f"{m:.3f}" for m in mious)
         print(f"{arch:<14} {defaults['image_size']:>4} {defaults['lr']:>7.0e} "
-              f"{defaults['warmup_epochs']:>6}  {shown:<30} {seconds:>5.0f} s  "
+              f"{defaults['warmup_epochs']:>6} {defaults['loss']:<8} {shown:<30} {seconds:>5.0f} s  "
               f"{'PASS' if ok else 'FAIL'}", flush=True)
         if error:
             print(error, file=sys.stderr)
