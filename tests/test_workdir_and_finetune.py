@@ -138,6 +138,6 @@ def test_rerun_with_another_model_is_refused_and_a_stopped_validation_resumes(ru
 
 
 def test_train_help_shows_the_defaults_of_the_arch():
-    out = cli("train", "--arch", "semseg_unet", "--help").stdout
+    out = " ".join(cli("train", "--arch", "semseg_unet", "--help").stdout.split())
     assert "(default: 252 for semseg_unet)" in out
     assert "(default: imgseg_unet unless --init-from names another)" in out

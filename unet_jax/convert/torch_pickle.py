@@ -48,9 +48,14 @@ class Placeholder:
     """An inert stand-in for a global the pickle names: records, never runs."""
 
     _global = "?"
+    args, kwargs, state = (), {}, None  # also for instances made by NEWOBJ, without __init__
 
     def __init__(self, *args, **kwargs):
-        self.args, self.kwargs, self.state, self.items = args, kwargs, None, []
+        self.args, self.kwargs = args, kwargs
+
+    @property
+    def items(self) -> list:
+        return self.__dict__.setdefault("_items", [])
 
     def __call__(self, *args, **kwargs):  # a placeholder used as a callable
         return _placeholder_class(f"{self._global}()")(*args, **kwargs)
@@ -269,13 +274,16 @@ def load_zip(file: zipfile.ZipFile) -> tuple[object, set[str]]:
 
     def read_storage(key, dtype, numel):
         name = f"{prefix}data/{key}"
+        want = numel * np.dtype(dtype).itemsize
         try:
+            if file.getinfo(name).file_size != want:  # before reading: no inflating a bomb
+                raise UnsafePickleError(f"storage {key!r} has {file.getinfo(name).file_size} "
+                                        f"bytes, expected {want}")
             raw = file.read(name)
         except KeyError:
             raise UnsafePickleError(f"storage {key!r} is missing from the zip") from None
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise UnsafePickleError(f"storage {key!r} is damaged ({e})") from e
-        want = numel * np.dtype(dtype).itemsize
         if len(raw) != want:
             raise UnsafePickleError(f"storage {key!r} has {len(raw)} bytes, expected {want}")
         return Storage(dtype, numel, np.frombuffer(raw, np.dtype(dtype).newbyteorder(order)))
