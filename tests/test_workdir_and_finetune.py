@@ -141,3 +141,13 @@ def test_train_help_shows_the_defaults_of_the_arch():
     out = " ".join(cli("train", "--arch", "semseg_unet", "--help").stdout.split())
     assert "(default: 252 for semseg_unet)" in out
     assert "(default: imgseg_unet unless --init-from names another)" in out
+
+
+def test_init_from_applies_options_the_weights_cannot_show(tmp_path):
+    config = registry.make_config("unetpp", base_width=4, num_classes=3)
+    torch.save(harness.random_reference(config).state_dict(), tmp_path / "Unet++_40.pth")
+    cfg, source = train.resolve(train.TrainConfig(init_from=str(tmp_path / "Unet++_40.pth"),
+                                                  model={"deep_supervision": True}))
+    model, lines = train.make_model(cfg, source)
+    assert (cfg.arch, cfg.num_classes, model.config.deep_supervision) == ("unetpp", 3, True)
+    assert lines == [f"initialised from {tmp_path / 'Unet++_40.pth'}"]

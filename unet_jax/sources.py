@@ -19,6 +19,12 @@ from unet_jax.convert.api import load_torch_with_report, to_torch_state_dict
 ADAPTABLE = ("num_classes", "in_channels")  # the options fine-tuning may change
 
 
+def adaptable_names(arch: registry.Arch | None = None) -> set[str]:
+    """The option names fine-tuning may change: uniform and upstream, of `arch` or any arch."""
+    archs = [arch] if arch else registry.all_archs()
+    return {n for a in archs for k in ADAPTABLE for n in (k, a.uniform[k])}
+
+
 def is_directory(source) -> bool:
     return not isinstance(source, Mapping) and Path(source).is_dir()
 
@@ -48,8 +54,7 @@ def adapt(model: nnx.Module, *, seed: int = 0, **changes) -> tuple[nnx.Module, l
     of whose tensors changes shape is re-initialised as a whole (seeded)."""
     arch = registry.arch_of_config(model.config)
     upstream = {arch.uniform.get(k, k): v for k, v in changes.items()}
-    allowed = {arch.uniform[k] for k in ADAPTABLE if k in arch.uniform}
-    other = sorted(set(upstream) - allowed)
+    other = sorted(set(upstream) - adaptable_names(arch))
     if other:
         raise ValueError(f"fine-tuning can change {', '.join(ADAPTABLE)} only, not "
                          f"{', '.join(other)}: the weights of {arch.name} depend on them")

@@ -142,8 +142,10 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, nnx.Module | None]:
     model (read once here, as it decides the arch and class count)."""
     source = None
     if cfg.init_from:
-        from unet_jax.sources import open_model
-        source = open_model(cfg.init_from, cfg.arch or None)[0]
+        from unet_jax.sources import adaptable_names, open_model
+        # options the weights cannot show (deep_supervision, ...) apply to the source itself
+        fixed = {k: v for k, v in cfg.model.items() if k not in adaptable_names()}
+        source = open_model(cfg.init_from, cfg.arch or None, **fixed)[0]
     arch = cfg.arch or (registry.arch_of_config(source.config).name if source else DEFAULT_ARCH)
     spec = registry.get_arch(arch)
     num_classes = cfg.num_classes or (
@@ -169,10 +171,10 @@ def make_model(cfg: TrainConfig, source: nnx.Module | None = None) -> tuple[nnx.
         model = unet_jax.create_model(cfg.arch, seed=cfg.seed, **options)
         model.train()
         return model, []
-    from unet_jax.sources import ADAPTABLE, adapt
+    from unet_jax.sources import adapt, adaptable_names
     spec = registry.arch_of_config(source.config)
     options = {spec.uniform.get(k, k): v for k, v in options.items()}
-    adaptable = {spec.uniform[k] for k in ADAPTABLE}
+    adaptable = adaptable_names(spec)
     differs = {k: (getattr(source.config, k, None), v) for k, v in options.items()
                if k not in adaptable and getattr(source.config, k, None) != v}
     if differs:
