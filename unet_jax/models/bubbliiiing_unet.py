@@ -124,11 +124,13 @@ def _infer(shapes: registry.Shapes, *, first_key: str, config_cls: type):
                       nearest_upsampling=False, up_relu=True)
 
 
-for _name, _backbone, _config, _first in (
-        ("vgg16_unet", "vgg", VGG16UnetConfig, "vgg.features.0.weight"),
-        ("resnet50_unet", "resnet50", ResNet50UnetConfig, "resnet.conv1.weight")):
+for _name, _backbone, _config, _first, _train in (
+        ("vgg16_unet", "vgg", VGG16UnetConfig, "vgg.features.0.weight",
+         registry.NO_BATCHNORM_TRAINING),  # VGG16 cfg D and a plain decoder: no BatchNorm
+        ("resnet50_unet", "resnet50", ResNet50UnetConfig, "resnet.conv1.weight", {})):
     registry.register(registry.Arch(
         name=_name, model=functools.partial(Unet, backbone=_backbone), config=_config,
         key_map=_key_map, infer=functools.partial(_infer, first_key=_first, config_cls=_config),
         uniform={"num_classes": "num_classes", "in_channels": "in_channels"},
-        source=f"bubbliiiing/unet-pytorch nets/unet.py `Unet(backbone='{_backbone}')`"))
+        source=f"bubbliiiing/unet-pytorch nets/unet.py `Unet(backbone='{_backbone}')`",
+        train_defaults=_train))

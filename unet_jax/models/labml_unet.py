@@ -81,6 +81,4 @@ registry.register(registry.Arch(
     name="labml_unet", model=LabmlUNet, config=LabmlUNetConfig, key_map=key_map, infer=infer,
     uniform={"num_classes": "out_channels", "in_channels": "in_channels"},
     source="labmlai/annotated_deep_learning_paper_implementations labml_nn/unet `UNet`",
-    # No BatchNorm: with cross-entropy alone it predicts only the background class for the
-    # first epochs (at lr 3e-4 and 1e-3; 3e-3 diverges); dice rewards the rare classes.
-    train_defaults={"loss": "ce+dice", "warmup_epochs": 0.5}))
+    train_defaults=registry.NO_BATCHNORM_TRAINING))
