@@ -11,9 +11,9 @@ from unet_jax.train import TrainConfig, make_datasets
 def test_shapes_are_deterministic_and_cover_the_classes():
     ds = data.Shapes(8, height=32, width=40, num_classes=5, seed=3)
     image, mask = ds[2]
-    assert image.shape == (32, 40, 3) and image.dtype == np.float32 and mask.shape == (32, 40)
+    assert image.shape == (32, 40, 3) and image.dtype == np.uint8 and mask.shape == (32, 40)
     np.testing.assert_array_equal(ds[2][1], mask)
-    assert image.min() >= 0.0 and image.max() <= 1.0
+    assert image.max() - image.min() > 100  # the full uint8 range, not [0, 1] floats
     assert set(np.unique(np.concatenate([ds[i][1].ravel() for i in range(8)]))) <= set(range(5))
     with pytest.raises(IndexError):
         ds[8]
@@ -25,6 +25,43 @@ def test_batches_are_reproducible_per_epoch():
     assert len(a) == 2 and a[0]["image"].shape == (4, 16, 16, 3)
     np.testing.assert_array_equal(a[1]["mask"], data.batches(ds, 4, epoch=1, seed=0)[1]["mask"])
     assert not np.array_equal(a[0]["mask"], data.batches(ds, 4, epoch=2, seed=0)[0]["mask"])
+
+
+def test_each_process_reads_only_its_rows_and_prefetching_changes_nothing(monkeypatch):
+    """Two processes' rows of every global batch are the one-process batch, split; each
+    process decodes only its own samples; threads return the same batches in order."""
+    ds = data.Shapes(13, height=8, width=8)
+    whole = data.batches(ds, 6, epoch=2, seed=1)
+    read = []
+    monkeypatch.setattr(data.Shapes, "__getitem__",
+                        lambda self, i, get=data.Shapes.__getitem__: read.append(i) or get(self, i))
+    parts = [data.batches(ds, 6, epoch=2, seed=1, process_index=p, process_count=2)
+             for p in range(2)]
+    assert len(whole) == len(parts[0]) == 2
+    for b in range(2):
+        read.clear()
+        local = parts[1][b]
+        assert len(read) == 3  # its 3 rows, not the 6 of the global batch
+        for key in ("image", "mask"):
+            np.testing.assert_array_equal(np.concatenate([parts[0][b][key], local[key]]),
+                                          whole[b][key])
+    samples = data.epoch_samples(ds, 6, epoch=2, seed=1)
+    threaded = list(data.prefetched(samples, 6, 1, threads=3))
+    assert len(threaded) == 1
+    np.testing.assert_array_equal(threaded[0]["image"], whole[1]["image"])
+
+
+def test_validation_batches_cover_every_sample_once_per_process():
+    from unet_jax.train import padded_batches
+    ds = data.Shapes(10, height=8, width=8)
+    seen = []
+    for p in range(2):
+        for batch, real in padded_batches(ds, 4, 255, threads=2, process_index=p, process_count=2):
+            assert batch["image"].shape == (2, 8, 8, 3) and real in (4, 2)
+            seen += [m for m in batch["mask"] if not (m == 255).all()]
+    assert len(seen) == 10
+    want = sorted(ds[i][1].tobytes() for i in range(10))
+    assert sorted(m.tobytes() for m in seen) == want
 
 
 def _write_split(root, n, size=(20, 12)):

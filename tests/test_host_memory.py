@@ -9,7 +9,7 @@ import pytest
 
 PROBE = textwrap.dedent("""
     import ctypes, resource, sys, threading
-    from unet_jax import host_memory
+    from unet_jax.kernels.cpu import host_memory
     applied = host_memory.keep_freed_memory() if sys.argv[1] == "1" else False
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
@@ -48,6 +48,6 @@ def test_freed_memory_is_reused_without_page_faults():
 
 
 def test_opt_out(monkeypatch):
-    from unet_jax import host_memory
+    from unet_jax.kernels.cpu import host_memory
     monkeypatch.setenv(host_memory.OPT_OUT, "0")
     assert host_memory.keep_freed_memory() is False

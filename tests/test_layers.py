@@ -1,5 +1,6 @@
 """Torch-semantics primitives against torch itself, and one training step against torch."""
 
+import dataclasses
 import functools
 
 import jax
@@ -14,7 +15,18 @@ from flax import nnx
 
 import unet_jax
 from parity import harness
-from unet_jax import layers, losses, registry, winograd
+from unet_jax import losses, nn, ops, registry
+from unet_jax.kernels import cpu
+from unet_jax.kernels.cpu import conv as cpu_conv
+from unet_jax.kernels.cpu import policy, winograd
+from unet_jax.nn import norm
+
+
+@pytest.fixture(params=["cpu kernels", "plain ops"])
+def branch(request, monkeypatch):
+    """Run a test with the CPU kernels and with the accelerators' plain ops (on CPU)."""
+    monkeypatch.setenv(cpu.ENV, "1" if request.param == "cpu kernels" else "0")
+    return request.param
 
 
 def nchw(x):
@@ -35,7 +47,7 @@ def test_conv_gradients_match_xla(k, stride, pad, size):
     def reference(x, w):
         return jax.lax.conv_general_dilated(x, w, (stride,) * 2, ((pad, pad),) * 2,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y, vjp = jax.vjp(lambda x, w: layers.conv_nhwc(x, w, stride, pad), x, w)
+    y, vjp = jax.vjp(lambda x, w: cpu_conv.conv_tapwise(x, w, stride, pad), x, w)
     y_ref, vjp_ref = jax.vjp(reference, x, w)
     dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     np.testing.assert_array_equal(y, y_ref)
@@ -83,14 +95,14 @@ def test_winograd_2x2_correlation_matches_xla(dtype, rtol, h, w):
 def test_every_cpu_conv_algorithm_matches_xla(k, stride, pad, size, in_ch, out_ch, monkeypatch):
     """Stem products (3 inputs), XLA's conv (12 -> 8), Winograd (3x3 stride 1: 20 -> 8,
     20 -> 24) or tap GEMMs (7x7 stride 2, 20 -> 24)."""
-    monkeypatch.setattr(layers, "WINOGRAD_MIN_MACS", 0)
+    monkeypatch.setattr(cpu_conv, "POLICY", dataclasses.replace(policy.POLICY, winograd_min_macs=0))
     rng = np.random.default_rng(in_ch * out_ch + size)
     x = jnp.asarray(rng.standard_normal((2, size, size + 1, in_ch)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((k, k, in_ch, out_ch)), jnp.float32)
     reference = functools.partial(jax.lax.conv_general_dilated, window_strides=(stride,) * 2,
                                   padding=((pad, pad),) * 2, precision="highest",
                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y, vjp = jax.vjp(lambda x, w: layers.conv2d_nhwc(x, w, stride, pad), x, w)
+    y, vjp = jax.vjp(lambda x, w: ops.conv2d(x, w, stride, pad), x, w)
     y_ref, vjp_ref = jax.vjp(reference, x, w)
     dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     for got, want in zip((y, *vjp(dy)), (y_ref, *vjp_ref(dy))):
@@ -101,27 +113,31 @@ def test_winograd_is_used_on_cpu_from_the_channel_and_size_thresholds(monkeypatc
     def lowered(in_ch, size=128, differentiated=True):
         x = jnp.zeros((1, size, size, in_ch), jnp.float32)
         k = jnp.zeros((3, 3, in_ch, 32), jnp.float32)
-        conv = functools.partial(layers.conv2d_nhwc, stride=1, padding=1)
+        conv = functools.partial(ops.conv2d, stride=1, padding=1)
         if differentiated:  # the forward that a gradient would use
             conv = lambda x, k, conv=conv: jax.vjp(conv, x, k)[0]  # noqa: E731
         # Compiled: under vjp the lowering still holds the other platforms' branch.
         return jax.jit(conv).lower(x, k).compile().as_text()
 
-    assert "convolution" not in lowered(layers.WINOGRAD_CHANNELS)
-    assert "convolution" in lowered(layers.WINOGRAD_CHANNELS - 1)
-    assert "convolution" in lowered(layers.WINOGRAD_CHANNELS, size=8)
+    channels = policy.POLICY.winograd_channels
+    assert "convolution" not in lowered(channels)
+    assert "convolution" in lowered(channels - 1)
+    assert "convolution" in lowered(channels, size=8)
     # 128x128x16 -> 32 is 2^26 multiply-adds: under the inference threshold, XLA's conv.
-    assert "convolution" in lowered(layers.WINOGRAD_CHANNELS, differentiated=False)
-    monkeypatch.setattr(layers, "WINOGRAD_INFERENCE_MIN_MACS", 2**26)
-    assert "convolution" not in lowered(layers.WINOGRAD_CHANNELS, differentiated=False)
+    assert "convolution" in lowered(channels, differentiated=False)
+    monkeypatch.setattr(cpu_conv, "POLICY",
+                        dataclasses.replace(policy.POLICY, winograd_inference_min_macs=2**26))
+    assert "convolution" not in lowered(channels, differentiated=False)
+    monkeypatch.setenv(cpu.ENV, "0")  # the switch: XLA's convolution whatever the shape
+    assert "convolution" in lowered(channels)
 
 
 @pytest.mark.parametrize("pool, torch_args, h, w", [
-    (layers.max_pool2, (2,), 8, 8), (layers.max_pool2, (2,), 7, 9),
-    (layers.max_pool3_s2_ceil, (3, 2, 0, 1, True), 7, 8),
-    (layers.max_pool3_s2_ceil, (3, 2, 0, 1, True), 16, 15),
-    (layers.max_pool3_s2_ceil, (3, 2, 0, 1, True), 33, 34)])
-def test_max_pools_and_their_gradients_match_torch_with_ties(pool, torch_args, h, w):
+    (nn.max_pool2, (2,), 8, 8), (nn.max_pool2, (2,), 7, 9),
+    (nn.max_pool3_s2_ceil, (3, 2, 0, 1, True), 7, 8),
+    (nn.max_pool3_s2_ceil, (3, 2, 0, 1, True), 16, 15),
+    (nn.max_pool3_s2_ceil, (3, 2, 0, 1, True), 33, 34)])
+def test_max_pools_and_their_gradients_match_torch_with_ties(pool, torch_args, h, w, branch):
     """Half the inputs are ReLU zeros and one window holds three equal maxima: the gradient
     must reach only the first maximum of each window, and overlapping windows must sum in
     torch's order (bit-equal)."""
@@ -143,37 +159,37 @@ def test_batch_norm_gradient_matches_autodiff():
     def reference(x, gamma, beta):
         mean = x.mean(axis=(0, 1, 2))
         var = jnp.square(x - mean).mean(axis=(0, 1, 2))
-        return (x - mean) / jnp.sqrt(var + layers.BN_EPS) * gamma + beta, mean, var
+        return (x - mean) / jnp.sqrt(var + norm.BN_EPS) * gamma + beta, mean, var
 
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
         args = [jnp.asarray(a) for a in (3 + rng.standard_normal((2, 5, 7, 4)),
                                          rng.standard_normal(4), rng.standard_normal(4))]
         cts = [jnp.asarray(rng.standard_normal(s)) for s in ((2, 5, 7, 4), (4,), (4,))]
-        got = jax.vjp(layers.batch_norm_train, *args)[1](tuple(cts))
+        got = jax.vjp(norm.batch_norm_train, *args)[1](tuple(cts))
         want = jax.vjp(reference, *args)[1](tuple(cts))
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12)
 
 
 @pytest.mark.parametrize("h, w", [(5, 7), (1, 16)])
-def test_align_corners_bilinear_and_nearest(h, w):
+def test_align_corners_bilinear_and_nearest(h, w, branch):
     x = random_input(h, w, 3)
     xt = nchw(x).requires_grad_()
     yt = F.interpolate(xt, scale_factor=2, mode="bilinear", align_corners=True)
-    y, vjp = jax.vjp(layers.upsample_bilinear2, jnp.asarray(x))
+    y, vjp = jax.vjp(nn.upsample_bilinear2, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(y), nhwc(yt), atol=1e-6)
     dy = random_input(2 * h, 2 * w, 3)
     yt.backward(nchw(dy))
     np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(dy))[0]), nhwc(xt.grad), atol=1e-5)
-    np.testing.assert_array_equal(np.asarray(layers.upsample_nearest2(jnp.asarray(x))),
+    np.testing.assert_array_equal(np.asarray(nn.upsample_nearest2(jnp.asarray(x))),
                                   nhwc(F.interpolate(nchw(x), scale_factor=2)))
 
 
 @pytest.mark.parametrize("k, s, p", [(2, 2, 0), (4, 2, 1), (4, 2, 0), (6, 3, 0), (6, 2, 2), (3, 2, 1)])
-def test_transposed_conv(k, s, p):
+def test_transposed_conv(k, s, p, branch):
     t = torch.nn.ConvTranspose2d(6, 5, k, stride=s, padding=p)
-    layer = layers.ConvTranspose2d(6, 5, k, stride=s, padding=p, rngs=nnx.Rngs(0))
+    layer = nn.ConvTranspose2d(6, 5, k, stride=s, padding=p, rngs=nnx.Rngs(0))
     layer.kernel[...] = jnp.asarray(t.weight.detach().numpy().transpose(2, 3, 0, 1))
     layer.bias[...] = jnp.asarray(t.bias.detach().numpy())
     x = random_input(6, 9, 6)
@@ -184,11 +200,11 @@ def test_transposed_conv(k, s, p):
 def test_center_crop_rounds_half_to_even(diff):
     skip = jnp.arange(20 + diff, dtype=jnp.float32)[None, :, None, None] * jnp.ones((1, 1, 3, 1))
     top = int(round(diff / 2))
-    assert float(layers.center_crop(skip, 20, 3)[0, 0, 0, 0]) == top
+    assert float(nn.center_crop(skip, 20, 3)[0, 0, 0, 0]) == top
     assert top == [0, 0, 1, 2, 2, 2, 3, 4][diff]
 
 
-def test_one_training_step_matches_torch():
+def test_one_training_step_matches_torch(branch):
     """Forward in train mode, CE loss, backward, SGD with momentum and weight decay: loss,
     new weights and BatchNorm running statistics (unbiased variance) agree with torch."""
     config = registry.make_config("imgseg_unet", base_width=4, output_ch=3)
@@ -226,15 +242,14 @@ def test_one_training_step_matches_torch():
 @pytest.mark.parametrize(
     "k, s, p, size", [(4, 2, 1, 5), (3, 2, 1, 6), (4, 2, 0, 4), (6, 3, 3, 5), (4, 2, 2, 5)]
 )
-@pytest.mark.parametrize("conv_t", [layers.conv_transpose_nhwc, layers.transposed_conv2d_nhwc])
-def test_transposed_conv_gradients_match_xla(k, s, p, size, conv_t):
-    """Output-phase forward (XLA's or, for k == 2s on CPU, Winograd phases) and its gradients
-    against XLA's dilated transposed conv."""
+def test_transposed_conv_gradients_match_xla(k, s, p, size):
+    """The CPU kernels' output-phase forward (XLA's convs or, for k == 2s, Winograd phases)
+    and tap-GEMM gradients against XLA's dilated transposed conv and autodiff."""
     rng = np.random.default_rng(k * s + p)
     x = jnp.asarray(rng.standard_normal((2, size, size + 1, 5)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((k, k, 5, 3)), jnp.float32)
-    y, vjp = jax.vjp(lambda x, w: conv_t(x, w, s, p), x, w)
-    y_ref, vjp_ref = jax.vjp(lambda x, w: layers._conv_t(x, w, s, p), x, w)
+    y, vjp = jax.vjp(lambda x, w: ops.conv_transpose2d(x, w, s, p), x, w)
+    y_ref, vjp_ref = jax.vjp(lambda x, w: ops._conv_transpose(x, w, s, p), x, w)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(y_ref).max()))
     dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     for got, want in zip(vjp(dy), vjp_ref(dy)):
@@ -247,6 +262,6 @@ def test_transposed_conv_gradients_match_xla(k, s, p, size, conv_t):
 def test_winograd_phases_are_used_on_cpu_for_kernels_of_twice_the_stride(k, s, p, winograd_phases):
     x = jnp.zeros((1, 8, 8, 4), jnp.float32)
     w = jnp.zeros((k, k, 4, 3), jnp.float32)
-    text = jax.jit(functools.partial(layers.transposed_conv2d_nhwc, stride=s, padding=p)).lower(
+    text = jax.jit(functools.partial(ops.conv_transpose2d, stride=s, padding=p)).lower(
         x, w).compile().as_text()
     assert ("convolution" not in text) == winograd_phases

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from unet_jax import host_memory
+from unet_jax.kernels.cpu import host_memory
 
 # Measured per op class on XLA:CPU (see README, "Benchmarks"); empty means XLA's defaults.
 DEFAULT_XLA_FLAGS = ""

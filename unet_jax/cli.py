@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_jax import compile_cache, host_memory
+from unet_jax import compile_cache
+from unet_jax.kernels.cpu import host_memory
 
 
 def parse_value(text: str):

@@ -1,9 +1,11 @@
 """Segmentation data: a `Dataset` interface, the embedded procedural "shapes" set, image/mask
 folders, and tensorflow-datasets; batched deterministically with grain.
 
-A sample is `(image float32 HxWxC in [0, 1], mask uint8 HxW of class ids)`; 255 marks
-pixels to ignore. Batches of epoch `e` are a grain `MapDataset` shuffled with seed
-`seed + e`, so any (epoch, step) is addressable: resuming needs only the step counter.
+A sample is `(image uint8 HxWxC, mask uint8 HxW of class ids)`; 255 marks pixels to
+ignore. Images travel to the devices as uint8 and become [0, 1] floats there (`to_float`).
+Batches of epoch `e` are a grain `MapDataset` shuffled with seed `seed + e`, so any
+(epoch, step) is addressable: resuming needs only the step counter. Each process reads and
+decodes only its own rows of every global batch, in background threads with prefetch.
 """
 
 import colorsys
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 IGNORE_INDEX = 255
@@ -75,7 +79,7 @@ class Shapes:
             mask[inside] = cls
             image[inside] = palette[cls] * rng.uniform(0.8, 1.2)
         image = image + rng.normal(0, 0.08, image.shape)
-        return np.clip(image, 0, 1).astype(np.float32), mask
+        return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +118,7 @@ class ImageFolders:
         size = (self.width, self.height)
         image = Image.open(image_path).convert("RGB").resize(size, Image.BILINEAR)
         mask = Image.open(mask_path).resize(size, Image.NEAREST)
-        return np.asarray(image, np.float32) / 255.0, np.asarray(mask, np.uint8)
+        return np.asarray(image, np.uint8), np.asarray(mask, np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,18 +152,50 @@ class TFDS:
         image = Image.fromarray(item["image"]).convert("RGB").resize(size, Image.BILINEAR)
         mask = Image.fromarray(item["segmentation_mask"][..., 0]).resize(size, Image.NEAREST)
         mask = np.asarray(mask, np.int64) + self.label_offset
-        return np.asarray(image, np.float32) / 255.0, mask.astype(np.uint8)
+        return np.asarray(image, np.uint8), mask.astype(np.uint8)
 
 
-def batches(dataset: Dataset, batch_size: int, *, epoch: int, seed: int,
-            shuffle: bool = True) -> grain.MapDataset:
-    """Epoch `epoch`'s batches as a random-access grain dataset of
-    `{"image": (B,H,W,C), "mask": (B,H,W)}`; the last partial batch is dropped."""
+def to_float(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """uint8 images as [0, 1] floats in `dtype` (on the device, inside the compiled step);
+    float images unchanged but for the dtype."""
+    if images.dtype == jnp.uint8:
+        return (images.astype(jnp.float32) * (1 / 255)).astype(dtype)
+    return images.astype(dtype)
+
+
+def epoch_samples(dataset: Dataset, batch_size: int, *, epoch: int, seed: int,
+                  shuffle: bool = True, process_index: int = 0, process_count: int = 1
+                  ) -> grain.MapDataset:
+    """This process's samples of epoch `epoch`, in order, as `{"image", "mask"}` dicts: rows
+    `process_index * b ... + b` of each global batch of `batch_size` (b = batch_size /
+    process_count), so a process reads only its own. The last partial batch is dropped."""
     if len(dataset) < batch_size:
         raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch "
                          f"of {batch_size}")
-    ds = grain.MapDataset.source(dataset)
+    order = grain.MapDataset.source(dataset)
     if shuffle:
-        ds = ds.shuffle(seed=seed + epoch)
-    ds = ds.map(lambda s: {"image": s[0], "mask": s[1]})
-    return ds.batch(batch_size, drop_remainder=True)
+        order = order.shuffle(seed=seed + epoch)
+    rows = batch_size // process_count
+    offset = process_index * rows
+
+    def sample(q: int) -> dict:
+        image, mask = order[(q // rows) * batch_size + offset + q % rows]
+        return {"image": image, "mask": mask}
+
+    return grain.MapDataset.range(len(dataset) // batch_size * rows).map(sample)
+
+
+def batches(dataset: Dataset, batch_size: int, **kwargs) -> grain.MapDataset:
+    """`epoch_samples` batched: random access to this process's rows of every global batch."""
+    rows = batch_size // kwargs.get("process_count", 1)
+    return epoch_samples(dataset, batch_size, **kwargs).batch(rows, drop_remainder=True)
+
+
+def prefetched(samples: grain.MapDataset, rows: int, first: int, threads: int):
+    """Batches of `rows` from batch `first` on, the samples decoded by `threads` background
+    threads two batches ahead (0 threads: in the calling thread)."""
+    if threads <= 0:
+        batched = samples.batch(rows, drop_remainder=True)
+        return (batched[i] for i in range(first, len(batched)))
+    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * rows)
+    return iter(samples[first * rows:].to_iter_dataset(options).batch(rows, drop_remainder=True))

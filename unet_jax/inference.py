@@ -1,17 +1,13 @@
-"""`jit` for inference (eval-mode forward passes), with XLA:CPU compiler options measured for it.
-
-XLA:CPU hands dots, convolutions and reductions to YNNPACK by default. For eval-mode forward
-passes keeping them in XLA's own emitters is faster (semseg_unet at 2x252x252: 36 -> 31 ms on
-a 2-core x86 CPU), while training steps are faster with YNNPACK (158 vs 169 ms), so the option
-is set per compiled function, here, and never globally.
-"""
+"""`jit` for inference (eval-mode forward passes): the model as a pytree, and on CPU the
+compiler options the CPU kernels measured for inference."""
 
 import functools
 
 import jax
 from flax import nnx
 
-CPU_INFERENCE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+from unet_jax.kernels import cpu
+from unet_jax.kernels.cpu.compiler import INFERENCE_OPTIONS
 
 
 def _require_eval_mode(fn_name: str, model):
@@ -23,9 +19,9 @@ def _require_eval_mode(fn_name: str, model):
 
 
 class inference_jit:  # noqa: N801 (a decorator, like nnx.jit)
-    """`fn(model, *args)` jit-compiled with the model as a pytree (no per-call graph traversal:
-    5 ms less per call than `nnx.jit` for semseg_unet) and, on CPU, with
-    `CPU_INFERENCE_COMPILER_OPTIONS`. The model must be in eval mode; it is only read."""
+    """`fn(model, *args)` jit-compiled with the model as a pytree (no per-call graph
+    traversal, unlike `nnx.jit`) and, on CPU with the CPU kernels enabled, with
+    `INFERENCE_OPTIONS`. The model must be in eval mode; it is only read."""
 
     def __init__(self, fn):
         functools.update_wrapper(self, fn)
@@ -34,11 +30,11 @@ class inference_jit:  # noqa: N801 (a decorator, like nnx.jit)
             _require_eval_mode(fn.__name__, model)  # runs once per compilation
             return fn(model, *args)
 
-        self._cpu = jax.jit(traced, compiler_options=CPU_INFERENCE_COMPILER_OPTIONS)
-        self._other = jax.jit(traced)
+        self._cpu = jax.jit(traced, compiler_options=INFERENCE_OPTIONS)
+        self._plain = jax.jit(traced)
 
     def _jitted(self):
-        return self._cpu if jax.default_backend() == "cpu" else self._other
+        return self._cpu if jax.default_backend() == "cpu" and cpu.enabled() else self._plain
 
     def __call__(self, model, *args):
         return self._jitted()(model, *args)

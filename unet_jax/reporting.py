@@ -49,7 +49,7 @@ class Logger:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from unet_jax import losses, metrics
+        from unet_jax import data, losses, metrics
         rows = [json.loads(line) for line in (self.workdir / "metrics.jsonl").read_text().splitlines()]
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
         epochs = [r["epoch"] for r in rows]
@@ -66,7 +66,7 @@ class Logger:
         model.eval()
         samples = [dataset[i] for i in range(min(count, len(dataset)))]
         images = np.stack([s[0] for s in samples])
-        out = model(jnp.asarray(images))
+        out = model(data.to_float(jnp.asarray(images)))
         logits = out[-1] if isinstance(out, list) else out
         pred = np.asarray(metrics.predictions(logits))
         truth = np.asarray(losses.center_crop_mask(np.stack([s[1] for s in samples]),

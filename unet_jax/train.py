@@ -7,6 +7,7 @@ simulated CPU devices and N hosts run the same program.
 """
 
 import dataclasses
+import functools
 import json
 import signal
 import time
@@ -67,6 +68,8 @@ class TrainConfig:
     keep: int = 2  # periodic checkpoints kept (the best by val mIoU is kept separately)
     stop_at_step: int = 0  # stop (with a checkpoint) after this many steps; 0 runs to the end
     progress: bool = True  # show a progress bar
+    log_every: int = 10  # steps between loss read-backs (progress bar, TensorBoard)
+    data_threads: int = 4  # background threads decoding and augmenting batches (0: none)
     coordinator: str = ""  # multi-host: coordinator host:port (or JAX's environment variables)
     num_processes: int = 0  # multi-host: number of processes (0: from the environment)
     process_id: int = -1  # multi-host: this process (-1: from the environment)
@@ -122,11 +125,9 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(x if x.is_fully_addressable else x.addressable_data(0))
 
 
-def global_batch(batch: dict, sharding: NamedSharding) -> tuple[jax.Array, jax.Array]:
-    """This process's rows of the global batch, assembled into global sharded arrays."""
-    n, i = jax.process_count(), jax.process_index()
-    rows = len(batch["image"]) // n
-    local = {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
+def global_batch(local: dict, sharding: NamedSharding) -> tuple[jax.Array, jax.Array]:
+    """This process's rows of the global batch (uint8 images, masks), assembled into global
+    sharded arrays; the transfer is asynchronous, so it overlaps the step running."""
     return (jax.make_array_from_process_local_data(sharding, local["image"]),
             jax.make_array_from_process_local_data(sharding, local["mask"]))
 
@@ -255,32 +256,32 @@ def make_optimizer(cfg: TrainConfig, model: nnx.Module, steps_per_epoch: int
 
 
 def forward(model: nnx.Module, images: jax.Array, dtype, remat: bool):
-    """`model(images)` computed in `dtype` from float32 parameters, optionally
-    rematerialised; BatchNorm statistics stay float32 and are written back to `model`."""
-    if dtype == jnp.float32 and not remat:
-        return model(images)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    """`model(images)` computed in `dtype`, optionally rematerialised. Parameters stay
+    float32 (each layer casts them to the activations' dtype), BatchNorm statistics too and
+    are written back to `model`."""
+    x = data_lib.to_float(images, dtype)
+    if not remat:
+        return model(x)
+    graphdef, state = nnx.split(model)
 
-    def apply(params, rest, images):
-        params = jax.tree.map(lambda p: p.astype(dtype), params)
-        m = nnx.merge(graphdef, params, rest)
-        return m(images.astype(dtype)), nnx.state(m, nnx.BatchStat)
+    @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.dots_saveable)
+    def apply(state, x):  # keep conv outputs, recompute BatchNorm/ReLU/concat in the backward
+        m = nnx.merge(graphdef, state)
+        return m(x), nnx.state(m, nnx.BatchStat)
 
-    if remat:  # keep conv outputs, recompute BatchNorm/ReLU/concat in the backward pass
-        apply = jax.checkpoint(apply, policy=jax.checkpoint_policies.dots_saveable)
-    out, stats = apply(params, rest, images)
+    out, stats = apply(state, x)
     nnx.update(model, stats)
     return out
 
 
-def make_steps(cfg: TrainConfig):
-    """(train_step, eval_step), jit-compiled; model and optimizer are donated."""
+def step_functions(cfg: TrainConfig):
+    """(train_step(model, optimizer, images, labels) -> loss, updating both in place;
+    eval_step(model, images, labels) -> (loss, confusion matrix)), not yet compiled."""
     terms = losses.parse_loss(cfg.loss)
     dtype = jnp.dtype(cfg.dtype)
     head_weights = tuple(cfg.head_weights) or None
     n_classes = max(cfg.num_classes, 2)
 
-    @nnx.jit(donate_argnames=("model", "optimizer"), graph=False)
     def train_step(model, optimizer, images, labels):
         def loss_fn(model):
             out = forward(model, images, dtype, cfg.remat)
@@ -290,7 +291,6 @@ def make_steps(cfg: TrainConfig):
         optimizer.update(model, grads)
         return loss
 
-    @inference_jit
     def eval_step(model, images, labels):
         out = forward(model, images, dtype, False)
         loss = losses.segmentation_loss(out, labels, terms, cfg.ignore_index, head_weights)
@@ -303,30 +303,44 @@ def make_steps(cfg: TrainConfig):
     return train_step, eval_step
 
 
-def padded_batches(dataset, batch_size: int, ignore_index: int):
-    """(batch, real rows) over every sample in order; the last partial batch is padded with
-    zero images and `ignore_index` masks, so it is scored without a new compiled shape."""
-    ds = grain.MapDataset.source(dataset).map(lambda s: {"image": s[0], "mask": s[1]})
-    for batch in ds.batch(batch_size, drop_remainder=False):
-        real = len(batch["image"])
-        if real < batch_size:
-            pad = batch_size - real
-            batch = {"image": np.concatenate([batch["image"], np.zeros(
-                         (pad, *batch["image"].shape[1:]), batch["image"].dtype)]),
-                     "mask": np.concatenate([batch["mask"], np.full(
-                         (pad, *batch["mask"].shape[1:]), ignore_index, batch["mask"].dtype)])}
-        yield batch, real
+def make_steps(cfg: TrainConfig):
+    """(train_step, eval_step), jit-compiled; model and optimizer are donated."""
+    train_step, eval_step = step_functions(cfg)
+    return (nnx.jit(train_step, donate_argnames=("model", "optimizer"), graph=False),
+            inference_jit(eval_step))
+
+
+def padded_batches(dataset, batch_size: int, ignore_index: int, threads: int = 0,
+                   process_index: int = 0, process_count: int = 1):
+    """(this process's rows, real samples in the global batch) over every sample in order;
+    the last partial batch is padded with zero images and `ignore_index` masks, so it is
+    scored without a new compiled shape."""
+    rows = batch_size // process_count
+    n_batches = -(-len(dataset) // batch_size)
+    image, mask = dataset[0]
+    blank = (np.zeros_like(image), np.full_like(mask, ignore_index))
+
+    def sample(q: int) -> dict:
+        index = (q // rows) * batch_size + process_index * rows + q % rows
+        image, mask = dataset[index] if index < len(dataset) else blank
+        return {"image": image, "mask": mask}
+
+    samples = grain.MapDataset.range(n_batches * rows).map(sample)
+    for b, batch in enumerate(data_lib.prefetched(samples, rows, 0, threads)):
+        yield batch, min(batch_size, len(dataset) - b * batch_size)
 
 
 def evaluate(model, eval_step, dataset, cfg: TrainConfig, sharding) -> dict:
     """Loss (mean over samples) and metrics over every sample of `dataset`."""
     model.eval()
-    cm, total = None, 0.0  # the confusion matrix stays on device until the end
-    for batch, real in padded_batches(dataset, cfg.batch_size, cfg.ignore_index):
+    cm, losses_ = None, []  # the confusion matrix and losses stay on device until the end
+    for batch, real in padded_batches(dataset, cfg.batch_size, cfg.ignore_index, cfg.data_threads,
+                                      jax.process_index(), jax.process_count()):
         loss, batch_cm = eval_step(model, *global_batch(batch, sharding))
         cm = batch_cm if cm is None else cm + batch_cm
-        total += float(to_host(loss)) * real
-    model.train()
+        losses_.append((loss, real))
+    model.train()  # read back once, at the end
+    total = sum(float(to_host(loss)) * real for loss, real in losses_)
     return {"val_loss": total / len(dataset), **metrics.summarize(to_host(cm))}
 
 
@@ -344,6 +358,8 @@ def preflight(cfg: TrainConfig, model: nnx.Module, splits: dict) -> None:
                         f"{devices} devices")
     if cfg.epochs < 1:
         problems.append(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.log_every < 1:
+        problems.append(f"log_every must be >= 1, got {cfg.log_every}")
     channels = getattr(model.config, registry.arch_of_config(model.config).uniform["in_channels"])
     n_classes = max(cfg.num_classes, 2)
     for name, dataset in splits.items():
@@ -515,21 +531,29 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             epoch, first = divmod(step, steps_per_epoch)
             if first == 0:
                 epoch_losses = []
-            loader = data_lib.batches(train_set, cfg.batch_size, epoch=epoch, seed=cfg.seed)
+            rows = cfg.batch_size // jax.process_count()
+            samples = data_lib.epoch_samples(train_set, cfg.batch_size, epoch=epoch, seed=cfg.seed,
+                                             process_index=jax.process_index(),
+                                             process_count=jax.process_count())
+            batches = data_lib.prefetched(samples, rows, first, cfg.data_threads)
             bar = log.progress(range(first, steps_per_epoch), epoch, cfg.progress)
+            pending = []  # losses still on the device: read back every log_every steps
             seen, started = 0, time.perf_counter()
-            for index in bar:
-                loss = train_step(model, optimizer, *global_batch(loader[index], data_sharding))
+            for index, batch in zip(bar, batches):
+                pending.append(train_step(model, optimizer, *global_batch(batch, data_sharding)))
                 step += 1
                 seen += cfg.batch_size
-                epoch_losses.append(float(to_host(loss)))
-                if step % 10 == 0 or index == steps_per_epoch - 1:
-                    rate = seen / (time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", lr=f"{float(lr_at(step)):.2e}",
+                checkpoint_due = (step % checkpoint_every == 0 or step == last_step
+                                  or stop["requested"])
+                if step % cfg.log_every == 0 or index == steps_per_epoch - 1 or checkpoint_due:
+                    epoch_losses += [float(to_host(loss)) for loss in pending]
+                    pending = []
+                    rate, lr = seen / (time.perf_counter() - started), float(lr_at(step))
+                    bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", lr=f"{lr:.2e}",
                                     img_s=f"{rate:.1f}")
-                    log.scalars(step, {"train/loss": epoch_losses[-1], "train/lr": float(lr_at(step)),
+                    log.scalars(step, {"train/loss": epoch_losses[-1], "train/lr": lr,
                                        "train/images_per_s": rate})
-                if step % checkpoint_every == 0 or step == last_step or stop["requested"]:
+                if checkpoint_due:
                     save_checkpoint(periodic, step, model, optimizer,
                                     {"step": step, "epoch_losses": epoch_losses})
                 if step == last_step or stop["requested"]:

@@ -67,20 +67,20 @@ def _match(pattern: str, template: str, key: str) -> str | None:
 
 
 def conv(torch: str, flax: str | None = None, *, bias: bool = True) -> list[Rule]:
-    """nn.Conv2d at `torch` <-> `layers.Conv2d` (nnx.Conv) at `flax`."""
+    """nn.Conv2d at `torch` <-> `nn.Conv2d` at `flax`."""
     flax = torch if flax is None else flax
     rules = [Rule(f"{torch}.weight", f"{flax}.kernel", CONV)]
     return rules + [Rule(f"{torch}.bias", f"{flax}.bias")] if bias else rules
 
 
 def conv_t(torch: str, flax: str | None = None) -> list[Rule]:
-    """nn.ConvTranspose2d at `torch` <-> `layers.ConvTranspose2d` at `flax`."""
+    """nn.ConvTranspose2d at `torch` <-> `nn.ConvTranspose2d` at `flax`."""
     flax = torch if flax is None else flax
     return [Rule(f"{torch}.weight", f"{flax}.kernel", CONV_T), Rule(f"{torch}.bias", f"{flax}.bias")]
 
 
 def bn(torch: str, flax: str | None = None) -> list[Rule]:
-    """nn.BatchNorm2d at `torch` <-> `layers.BatchNorm` at `flax`.
+    """nn.BatchNorm2d at `torch` <-> `nn.BatchNorm` at `flax`.
 
     `num_batches_tracked` is optional on import (checkpoints from torch < 0.4.1 lack it).
     """

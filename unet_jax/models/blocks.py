@@ -4,7 +4,7 @@ import jax
 from flax import nnx
 
 from unet_jax.convert.keymap import Rule, bn, conv
-from unet_jax.layers import BatchNorm, Conv2d
+from unet_jax.nn import BatchNorm, Conv2d
 
 
 class ConvBNReLU(nnx.Module):

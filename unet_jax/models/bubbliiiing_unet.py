@@ -16,15 +16,15 @@ from flax import nnx
 
 from unet_jax import registry
 from unet_jax.convert.keymap import conv
-from unet_jax.layers import (
+from unet_jax.models.backbones import resnet, vgg
+from unet_jax.models.blocks import DoubleConv, double_conv_rules
+from unet_jax.nn import (
     Conv2d,
     check_input,
     require_same_size,
     upsample_bilinear2,
     upsample_nearest2,
 )
-from unet_jax.models.backbones import resnet, vgg
-from unet_jax.models.blocks import DoubleConv, double_conv_rules
 
 IN_FILTERS = {"vgg": (192, 384, 768, 1024), "resnet50": (192, 512, 1024, 3072)}
 OUT_FILTERS = (64, 128, 256, 512)

@@ -12,8 +12,8 @@ from flax import nnx
 
 from unet_jax import registry
 from unet_jax.convert.keymap import bn, conv
-from unet_jax.layers import Conv2d, check_input, max_pool2, require_same_size, upsample_nearest2
 from unet_jax.models.blocks import ConvBNReLU, DoubleConv, double_conv_rules
+from unet_jax.nn import Conv2d, check_input, max_pool2, require_same_size, upsample_nearest2
 
 VALID_SIZES = "imgseg_unet takes H and W that are multiples of 16; the output has the input size."
 

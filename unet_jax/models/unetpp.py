@@ -15,7 +15,8 @@ from flax import nnx
 
 from unet_jax import registry
 from unet_jax.convert.keymap import bn, conv, conv_t
-from unet_jax.layers import (
+from unet_jax.models.blocks import DoubleConv, double_conv_rules
+from unet_jax.nn import (
     BatchNorm,
     Conv2d,
     ConvTranspose2d,
@@ -23,7 +24,6 @@ from unet_jax.layers import (
     max_pool2,
     require_same_size,
 )
-from unet_jax.models.blocks import DoubleConv, double_conv_rules
 
 VALID_SIZES = "unetpp takes H and W that are multiples of 16; the output has the input size."
 # (i, j) of every nested node CONVi_j, in the order the forward pass computes them.

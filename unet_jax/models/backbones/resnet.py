@@ -6,7 +6,7 @@ import jax
 from flax import nnx
 
 from unet_jax.convert.keymap import bn, conv
-from unet_jax.layers import BatchNorm, Conv2d, max_pool3_s2_ceil
+from unet_jax.nn import BatchNorm, Conv2d, max_pool3_s2_ceil
 
 LAYERS = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (planes, blocks, stride)
 CHANNELS = (64, 256, 512, 1024, 2048)

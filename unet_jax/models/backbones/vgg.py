@@ -5,7 +5,7 @@ import jax
 from flax import nnx
 
 from unet_jax.convert.keymap import conv
-from unet_jax.layers import Conv2d, max_pool2
+from unet_jax.nn import Conv2d, max_pool2
 
 # (index in `features`, in, out) of the 13 convs; the max-pools sit at 4, 9, 16, 23, 30.
 CONVS = ((0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256),

@@ -1,0 +1,81 @@
+"""The primitive ops under `unet_jax.nn`, NHWC / HWIO: plain `jax.lax` with autodiff's
+gradients on every backend, and the one hook where a CPU algorithm replaces them on CPU.
+
+Under `jax.lax.platform_dependent` only the branch of the platform being lowered for is
+compiled: a program for GPU/TPU holds the plain ops alone (tests/test_accelerator_export.py)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unet_jax.interpolation import align_corners_weights
+from unet_jax.kernels import cpu
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _with_cpu_kernel(op: str, plain, *operands, **static):
+    """`plain(*operands)`; on CPU, while the CPU kernels are enabled, the algorithm they
+    choose for this op and shape instead (the same function to float rounding)."""
+    fast = cpu.choose(op, plain, *operands, **static) if cpu.enabled() else None
+    if fast is None:
+        return plain(*operands)
+    return jax.lax.platform_dependent(*operands, cpu=fast, default=plain)
+
+
+def _conv(x, k, stride: int, padding: int):
+    return jax.lax.conv_general_dilated(x, k, (stride, stride), ((padding, padding),) * 2,
+                                        dimension_numbers=_NHWC)
+
+
+def conv2d(x: jax.Array, k: jax.Array, stride: int, padding: int) -> jax.Array:
+    """torch `F.conv2d(x, k, stride=stride, padding=padding)`: cross-correlation with
+    symmetric zero padding."""
+    plain = functools.partial(_conv, stride=stride, padding=padding)
+    return _with_cpu_kernel("conv2d", plain, x, k, stride=stride, padding=padding)
+
+
+def _conv_transpose(x, k, stride: int, padding: int):
+    # a conv of the input dilated by `stride` with the flipped kernel, padded k - 1 - p
+    kh, kw = k.shape[:2]
+    pad = ((kh - 1 - padding,) * 2, (kw - 1 - padding,) * 2)
+    return jax.lax.conv_transpose(x, k[::-1, ::-1], (stride, stride), pad, dimension_numbers=_NHWC)
+
+
+def conv_transpose2d(x: jax.Array, k: jax.Array, stride: int, padding: int) -> jax.Array:
+    """torch `F.conv_transpose2d` with the weight stored (kh, kw, in, out)."""
+    plain = functools.partial(_conv_transpose, stride=stride, padding=padding)
+    return _with_cpu_kernel("conv_transpose2d", plain, x, k, stride=stride, padding=padding)
+
+
+def _max_pool(x, kernel: int, stride: int, right_pad: tuple[int, int]):
+    pad = ((0, 0), (0, right_pad[0]), (0, right_pad[1]), (0, 0))
+    return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max,
+                                 (1, kernel, kernel, 1), (1, stride, stride, 1), pad)
+
+
+def max_pool(x: jax.Array, kernel: int, stride: int, right_pad: tuple[int, int]) -> jax.Array:
+    """Max-pooling with -inf padding on the bottom / right only (windows that do not fit are
+    dropped); the gradient goes to the first maximum of each window, as torch's."""
+    plain = functools.partial(_max_pool, kernel=kernel, stride=stride, right_pad=right_pad)
+    return _with_cpu_kernel("max_pool", plain, x, kernel=kernel, stride=stride)
+
+
+def _lerp_axis(x: jax.Array, axis: int) -> jax.Array:
+    """torch's `(1 - l) * x[lo] + l * x[hi]` along `axis`, doubling its size."""
+    lo, hi, frac = align_corners_weights(x.shape[axis], x.dtype)
+    shape = [1] * x.ndim
+    shape[axis] = frac.size
+    frac = jnp.asarray(frac.reshape(shape), x.dtype)
+    return jnp.take(x, lo, axis=axis) * (1 - frac) + jnp.take(x, hi, axis=axis) * frac
+
+
+def _upsample_bilinear2(x):
+    return _lerp_axis(_lerp_axis(x, 1), 2)
+
+
+def upsample_bilinear2(x: jax.Array) -> jax.Array:
+    """2x bilinear upsampling with align_corners=True: two gathers and lerps, as torch's kernel."""
+    return _with_cpu_kernel("upsample_bilinear2", _upsample_bilinear2, x)
