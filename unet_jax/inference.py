@@ -34,7 +34,7 @@ class inference_jit:  # noqa: N801 (a decorator, like nnx.jit)
         self._plain = jax.jit(traced)
 
     def _jitted(self):
-        return self._cpu if jax.default_backend() == "cpu" and cpu.enabled() else self._plain
+        return self._cpu if cpu.enabled() else self._plain
 
     def __call__(self, model, *args):
         return self._jitted()(model, *args)

@@ -1,6 +1,8 @@
-"""The training and inference programs exported with `jax.export` for any platform, from
-any machine: what a GPU or TPU runs, as StableHLO text to read and count."""
+"""The training and inference programs lowered for any platform from any machine: what a
+GPU or TPU runs, as StableHLO text to read and count. Traced once, lowered per platform
+(as `jax.export` does), so each text holds that platform's branches only."""
 
+import dataclasses
 import re
 
 import jax
@@ -14,8 +16,23 @@ def _spec(shape, dtype) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.dtype(dtype))
 
 
-def export_train_step(cfg: "train_lib.TrainConfig", model: nnx.Module, optimizer: nnx.Optimizer,
-                      batch: int, size: tuple[int, int], platforms: tuple[str, ...]):
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """A traced function's argument and result types and its StableHLO per platform."""
+
+    in_avals: tuple
+    out_avals: tuple
+    text: dict[str, str]
+
+
+def _lower(jitted, args, platforms) -> Program:
+    traced = jitted.trace(*args)
+    return Program(tuple(traced.jaxpr.in_avals), tuple(traced.jaxpr.out_avals),
+                   {p: traced.lower(lowering_platforms=(p,)).as_text() for p in platforms})
+
+
+def lower_train_step(cfg: "train_lib.TrainConfig", model: nnx.Module, optimizer: nnx.Optimizer,
+                     batch: int, size: tuple[int, int], platforms: tuple[str, ...]) -> Program:
     """The full train step of `cfg` (forward, loss, backward, optimizer update) with model
     and optimizer state donated, for uint8 images (batch, *size, C) and uint8 masks."""
     train_step, _ = train_lib.step_functions(cfg)
@@ -26,13 +43,13 @@ def export_train_step(cfg: "train_lib.TrainConfig", model: nnx.Module, optimizer
         loss = train_step(model, optimizer, images, labels)
         return nnx.state((model, optimizer)), loss
 
-    channels = model.config.__dict__.get("in_channels") or _in_channels(model)
-    return jax.export.export(jax.jit(step, donate_argnums=0), platforms=platforms)(
-        state, _spec((batch, *size, channels), jnp.uint8), _spec((batch, *size), jnp.uint8))
+    images = _spec((batch, *size, _in_channels(model)), jnp.uint8)
+    return _lower(jax.jit(step, donate_argnums=0), (state, images, _spec((batch, *size), jnp.uint8)),
+                  platforms)
 
 
-def export_eval_forward(model: nnx.Module, batch: int, size: tuple[int, int],
-                        platforms: tuple[str, ...], dtype="float32"):
+def lower_eval_forward(model: nnx.Module, batch: int, size: tuple[int, int],
+                       platforms: tuple[str, ...], dtype="float32") -> Program:
     """`model(x)` in eval mode for float inputs (batch, *size, C) in `dtype`."""
     graphdef, state = nnx.split(model)
 
@@ -40,7 +57,7 @@ def export_eval_forward(model: nnx.Module, batch: int, size: tuple[int, int],
         return nnx.merge(graphdef, state)(x)
 
     x = _spec((batch, *size, _in_channels(model)), dtype)
-    return jax.export.export(jax.jit(forward), platforms=platforms)(state, x)
+    return _lower(jax.jit(forward), (state, x), platforms)
 
 
 def _in_channels(model: nnx.Module) -> int:
@@ -65,3 +82,19 @@ def op_counts(text: str) -> dict[str, int]:
 def convolutions(text: str) -> list[tuple[str, str]]:
     """(lhs, rhs, result) element types of every `stablehlo.convolution`."""
     return _CONV.findall(text)
+
+
+_SUM = re.compile(r"stablehlo\.reduce\(.*applies stablehlo\.add across dimensions = \[([\d, ]*)\]"
+                  r" : \(tensor<([\dx]*)([a-z]\w*)>")
+
+
+def sums(text: str) -> list[tuple[str, int]]:
+    """(element type, terms summed into each output) of every add-reduction."""
+    found = []
+    for dims, shape, dtype in _SUM.findall(text):
+        sizes = [int(d) for d in shape.split("x") if d]
+        terms = 1
+        for d in dims.split(","):
+            terms *= sizes[int(d)]
+        found.append((dtype, terms))
+    return found

@@ -1,12 +1,16 @@
 """CPU-only algorithms and settings, behind one switch.
 
-`unet_jax.ops` asks `choose` for a CPU algorithm at trace time and runs it under
-`jax.lax.platform_dependent(cpu=...)`, so programs lowered for GPU/TPU never hold it.
+`unet_jax.ops` asks `choose` for a CPU algorithm at trace time, where JAX's default backend
+is the CPU, and runs it under `jax.lax.platform_dependent(cpu=...)`, so a program lowered for
+GPU/TPU never holds it; on a GPU/TPU host nothing of it is even traced.
 `UNET_JAX_CPU_KERNELS=0` turns every CPU algorithm, compiler option and host-memory setting
-off (read when a function is traced): then the CPU runs the accelerators' program.
+off (read when a function is traced; a function already compiled keeps its program): then
+the CPU runs the accelerators' program.
 """
 
 import os
+
+import jax
 
 from unet_jax.kernels.cpu import conv, pool, resample, transposed
 
@@ -15,9 +19,14 @@ _CHOOSERS = {"conv2d": conv.choose, "conv_transpose2d": transposed.choose,
              "max_pool": pool.choose, "upsample_bilinear2": resample.choose}
 
 
-def enabled() -> bool:
-    """False when `UNET_JAX_CPU_KERNELS=0`."""
+def switched_on() -> bool:
+    """False when `UNET_JAX_CPU_KERNELS=0` (readable before JAX starts)."""
     return os.environ.get(ENV, "1") != "0"
+
+
+def enabled() -> bool:
+    """Switched on, and JAX's default backend is the CPU."""
+    return switched_on() and jax.default_backend() == "cpu"
 
 
 def choose(op: str, plain, *operands, **static):

@@ -46,7 +46,7 @@ def keep_freed_memory() -> bool:
     """Apply `SETTINGS` with glibc's `mallopt`; False where that is not possible (not Linux,
     another C library), JAX will use an accelerator, or the user opted out."""
     from unet_jax.kernels import cpu
-    if (os.environ.get(OPT_OUT, "1") == "0" or not cpu.enabled()
+    if (os.environ.get(OPT_OUT, "1") == "0" or not cpu.switched_on()
             or not sys.platform.startswith("linux") or not runs_on_cpu_only()):
         return False
     try:
