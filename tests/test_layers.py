@@ -265,3 +265,4 @@ def test_winograd_phases_are_used_on_cpu_for_kernels_of_twice_the_stride(k, s, p
     text = jax.jit(functools.partial(ops.conv_transpose2d, stride=s, padding=p)).lower(
         x, w).compile().as_text()
     assert ("convolution" not in text) == winograd_phases
+

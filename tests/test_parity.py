@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 import unet_jax
 from parity import harness
 from unet_jax import registry
+from unet_jax.kernels import cpu
 
 FP32 = harness.TOLERANCE["float32"]
 
@@ -28,9 +29,9 @@ def _ds(config) -> dict:
     return {"deep_supervision": True} if getattr(config, "deep_supervision", False) else {}
 
 
-def _assert_parity(ref, model, sizes, tol):
+def _assert_parity(ref, model, sizes, tol, dtype=np.float32):
     for h, w in sizes:
-        x = random_input(h, w)
+        x = random_input(h, w, dtype=dtype)
         diffs = harness.compare_outputs(harness.torch_forward(ref, x), harness.jax_forward(model, x))
         for d in diffs:
             assert d.max_rel <= tol, f"{(h, w)} {d}"
@@ -94,6 +95,21 @@ def test_float64_parity_is_exact():
                 assert d.max_rel <= harness.TOLERANCE["float64"], (arch, d)
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL))
+def test_parity_of_the_accelerator_program_on_cpu(arch, monkeypatch):
+    """With the CPU kernels off this machine runs the plain `jax.lax` program GPUs and TPUs
+    run: fp32 at both sizes within the fp32 tolerance, fp64 within the fp64 one."""
+    monkeypatch.setenv(cpu.ENV, "0")
+    kwargs, sizes = SMALL[arch]
+    config = registry.make_config(arch, **kwargs)
+    ref = harness.random_reference(config, seed=6)
+    _assert_parity(ref, unet_jax.load_torch(ref.state_dict(), **_ds(config)), sizes, FP32)
+    with jax.enable_x64(True):
+        ref = ref.double()
+        model = unet_jax.load_torch(ref.state_dict(), dtype=np.float64, **_ds(config))
+        _assert_parity(ref, model, sizes[1:], harness.TOLERANCE["float64"], np.float64)
 
 
 def test_tolerance_catches_swapped_batchnorm_statistics():

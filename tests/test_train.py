@@ -166,3 +166,35 @@ def test_inference_jit_matches_the_model_and_refuses_training_mode():
     model.eval()
     np.testing.assert_allclose(infer(model, x), model(x), rtol=1e-5, atol=1e-5)
     assert infer.lower(model, x).compile() is not None
+
+
+def test_nothing_recompiles_after_the_first_epoch(tmp_path, caplog, monkeypatch):
+    """Two epochs, validation ending in a partial batch (10 samples, batch 4): the train and
+    eval steps compile once each, and nothing at all compiles during the second epoch."""
+    import logging
+
+    import jax
+
+    from unet_jax import reporting
+    events = []
+    epoch = reporting.Logger.epoch
+    monkeypatch.setattr(reporting.Logger, "epoch",
+                        lambda self, summary: (events.append("epoch"), epoch(self, summary)))
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="jax"):
+            handler = logging.Handler()
+            handler.emit = lambda record: (record.getMessage().startswith("Compiling ")
+                                           and events.append(record.getMessage().split()[1]))
+            logging.getLogger("jax").addHandler(handler)
+            try:
+                train(TrainConfig(**dict(SMALL, model={"base_width": 4}, train_samples=12,
+                                         val_samples=10, batch_size=4, epochs=2, log_every=2,
+                                         workdir=str(tmp_path))))
+            finally:
+                logging.getLogger("jax").removeHandler(handler)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    first, second = [i for i, e in enumerate(events) if e == "epoch"]
+    assert events[first + 1:second] == [], "compiled during the second epoch"
+    assert events.count("jit(train_step)") == 1 and events.count("jit(eval_step)") == 1, events

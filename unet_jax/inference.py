@@ -26,6 +26,7 @@ class inference_jit:  # noqa: N801 (a decorator, like nnx.jit)
     def __init__(self, fn):
         functools.update_wrapper(self, fn)
 
+        @functools.wraps(fn)
         def traced(model, *args):
             _require_eval_mode(fn.__name__, model)  # runs once per compilation
             return fn(model, *args)
