@@ -90,3 +90,29 @@ def test_image_folders(tmp_path):
         len(data.ImageFolders(str(tmp_path / "nowhere"), 3))
     with pytest.raises(ValueError, match="data must be synthetic, folder:PATH or tfds:NAME"):
         make_datasets(TrainConfig(data="s3://bucket"))
+
+
+def test_augmentation_is_fixed_by_seed_epoch_and_position():
+    """Image and mask get the same crop and flip; the same (seed, epoch, position) gives the
+    same sample (exact resume), another epoch another one; sizes and classes are kept."""
+    from unet_jax.augment import flip_and_scaled_crop
+    data_aug = flip_and_scaled_crop
+    ds = data.Shapes(6, height=24, width=32, num_classes=4)
+    kwargs = dict(epoch=3, seed=5, augment=flip_and_scaled_crop)
+    a, b = data.epoch_samples(ds, 3, **kwargs), data.epoch_samples(ds, 3, **kwargs)
+    other = data.epoch_samples(ds, 3, **dict(kwargs, epoch=4))
+    plain = data.epoch_samples(ds, 3, epoch=3, seed=5)
+    for i in range(6):
+        assert a[i]["image"].shape == (24, 32, 3) and a[i]["mask"].shape == (24, 32)
+        np.testing.assert_array_equal(a[i]["image"], b[i]["image"])
+        assert set(np.unique(a[i]["mask"])) <= set(np.unique(plain[i]["mask"]))
+    assert any(not np.array_equal(a[i]["mask"], other[i]["mask"]) for i in range(6))
+    assert any(not np.array_equal(a[i]["mask"], plain[i]["mask"]) for i in range(6))
+    # the same geometry for both: an image that is its mask x 100 stays so (but for edges)
+    mask = np.ones((24, 32), np.uint8)
+    mask[:, 20:] = 2
+    image = np.repeat((mask * 100)[..., None], 3, axis=-1)
+    for seed in range(8):
+        out_image, out_mask = data_aug(image, mask, np.random.default_rng(seed))
+        assert out_image.dtype == np.uint8 and out_mask.dtype == np.uint8
+        assert (out_image[..., 0] == out_mask * 100).mean() > 0.85

@@ -164,11 +164,13 @@ def to_float(images: jax.Array, dtype=jnp.float32) -> jax.Array:
 
 
 def epoch_samples(dataset: Dataset, batch_size: int, *, epoch: int, seed: int,
-                  shuffle: bool = True, process_index: int = 0, process_count: int = 1
-                  ) -> grain.MapDataset:
+                  shuffle: bool = True, process_index: int = 0, process_count: int = 1,
+                  augment=None) -> grain.MapDataset:
     """This process's samples of epoch `epoch`, in order, as `{"image", "mask"}` dicts: rows
     `process_index * b ... + b` of each global batch of `batch_size` (b = batch_size /
-    process_count), so a process reads only its own. The last partial batch is dropped."""
+    process_count), so a process reads only its own. The last partial batch is dropped.
+    `augment(image, mask, rng)` transforms each sample with a generator seeded by
+    (seed, epoch, position in the epoch)."""
     if len(dataset) < batch_size:
         raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch "
                          f"of {batch_size}")
@@ -179,7 +181,10 @@ def epoch_samples(dataset: Dataset, batch_size: int, *, epoch: int, seed: int,
     offset = process_index * rows
 
     def sample(q: int) -> dict:
-        image, mask = order[(q // rows) * batch_size + offset + q % rows]
+        position = (q // rows) * batch_size + offset + q % rows
+        image, mask = order[position]
+        if augment is not None:
+            image, mask = augment(image, mask, np.random.default_rng([seed, epoch, position]))
         return {"image": image, "mask": mask}
 
     return grain.MapDataset.range(len(dataset) // batch_size * rows).map(sample)

@@ -25,8 +25,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import unet_jax
+from unet_jax import augment, losses, metrics, registry, saving
 from unet_jax import data as data_lib
-from unet_jax import losses, metrics, registry, saving
 from unet_jax.inference import inference_jit
 
 # ----------------------------------------------------------------------------- config
@@ -41,6 +41,7 @@ class TrainConfig:
     backbone_weights: str = ""  # torchvision ImageNet file for vgg16_unet / resnet50_unet
     data: str = "synthetic"  # synthetic | folder:PATH (images/, masks/) | tfds:NAME
     image_size: int = 0  # training images are image_size x image_size (0: the arch's default)
+    augment: bool = False  # random flips and scaled crops of the training images
     train_samples: int = 256  # synthetic only: samples in the training split
     val_samples: int = 64  # synthetic only: samples in the validation split
     batch_size: int = 16  # global batch, split evenly over all devices
@@ -510,6 +511,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     stop = {"requested": False}
     previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     summary: dict[str, Any] = {}
+    rate = 0.0  # images/s of the latest epoch, first step to last, read-backs included
 
     def validate_if_due():
         """Validate a finished epoch not yet in metrics.jsonl (also one whose run stopped
@@ -532,9 +534,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if first == 0:
                 epoch_losses = []
             rows = cfg.batch_size // jax.process_count()
-            samples = data_lib.epoch_samples(train_set, cfg.batch_size, epoch=epoch, seed=cfg.seed,
-                                             process_index=jax.process_index(),
-                                             process_count=jax.process_count())
+            samples = data_lib.epoch_samples(
+                train_set, cfg.batch_size, epoch=epoch, seed=cfg.seed,
+                process_index=jax.process_index(), process_count=jax.process_count(),
+                augment=augment.flip_and_scaled_crop if cfg.augment else None)
             batches = data_lib.prefetched(samples, rows, first, cfg.data_threads)
             bar = log.progress(range(first, steps_per_epoch), epoch, cfg.progress)
             pending = []  # losses still on the device: read back every log_every steps
@@ -571,6 +574,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if step == total_steps and jax.process_count() == 1:  # pictures need the whole model here
         log.pictures(model, val_set, cfg)
     summary["model"] = model
+    summary["train_images_per_s"] = rate
     summary["interrupted"] = stop["requested"]
     return summary
 

@@ -1,0 +1,156 @@
+"""One-command accelerator check (run by scripts/accelerator_check.sh on a GPU machine):
+parity of every arch on the device, the JAX vs torch bench (bf16 against torch AMP eager and
+`torch.compile`, then fp32 against torch eager), and the real training loop; one JSON and
+one markdown table in OUT_DIR. Parts that would pass the deadline are reported as not run.
+
+    python scripts/accelerator_check.py OUT_DIR [--minutes 7.5]
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def parity(report: dict, deadline: float) -> None:
+    """Every arch at upstream widths, fp32: JAX (matmul precision highest) vs torch on the
+    same GPU with TF32 off, outputs within the fp32 tolerance."""
+    import torch
+
+    import unet_jax
+    from parity import harness
+    from unet_jax import bench, registry
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = report.setdefault("parity", [])
+    for arch in registry.list_models():
+        if time.time() > deadline:
+            rows.append({"arch": arch, "status": "not run (time)"})
+            continue
+        config = registry.make_config(arch)
+        h, w = bench.bench_size(arch, 256)
+        ref = harness.random_reference(config, seed=0)
+        options = {"deep_supervision": True} if getattr(config, "deep_supervision", False) else {}
+        model = unet_jax.load_torch({k: v.numpy() for k, v in ref.state_dict().items()}, **options)
+        x = np.random.default_rng(0).standard_normal((2, h, w, harness.reference_in_channels(config))
+                                                    ).astype(np.float32)
+        ref = ref.to(device)
+        with torch.no_grad():
+            want = ref(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device))
+        want = [t.cpu().numpy().transpose(0, 2, 3, 1) for t in (want if isinstance(want, list) else [want])]
+        with jax.default_matmul_precision("highest"):
+            got = jax.jit(lambda m, x: m(x))(model, jax.numpy.asarray(x))
+        got = [np.asarray(g) for g in (got if isinstance(got, list) else [got])]
+        worst = max(d.max_rel for d in harness.compare_outputs(want, got))
+        rows.append({"arch": arch, "input": f"2x{h}x{w}", "max_rel": worst,
+                     "tolerance": harness.TOLERANCE["float32"],
+                     "status": "pass" if worst <= harness.TOLERANCE["float32"] else "FAIL"})
+        print(f"parity {arch}: {worst:.2e}", flush=True)
+
+
+def bench(report: dict, deadline: float, dtype: str, torch_compile: bool, out: Path) -> None:
+    from unet_jax import bench as B
+    from unet_jax import registry
+    rows = report.setdefault(f"bench_{dtype}", [])
+    for arch in registry.list_models():
+        if time.time() > deadline:
+            rows.append({"arch": arch, "status": "not run (time)"})
+            continue
+        try:
+            row = B.bench_arch(arch, batch=16, size=512, dtype=dtype, repeats=3,
+                               torch_compile=torch_compile)
+            rows.append(dict(dataclasses.asdict(row), status="ok"))
+            print(f"bench {dtype} {arch}: train ratio {row.train_ratio:.2f}", flush=True)
+        except Exception as e:  # noqa: BLE001 (one arch failing must not lose the others)
+            rows.append({"arch": arch, "status": f"error: {type(e).__name__}: {e}"[:300]})
+        (out / "accelerator_check.json").write_text(json.dumps(report, indent=2, default=str))
+
+
+def loop(report: dict, deadline: float, out: Path) -> None:
+    budget = int(deadline - time.time())
+    if budget < 60:
+        report["loop"] = {"status": "not run (time)"}
+        return
+    cmd = [sys.executable, "scripts/bench_loop.py", "--size", "512", "--batch", "16",
+           "--images", "512", "--threads", "8", "--torch-workers", "8", "--steps", "20",
+           "--json", str(out / "loop.json")]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=min(budget, 150))
+        report["loop"] = (json.loads((out / "loop.json").read_text()) if done.returncode == 0
+                          else {"status": f"error: {done.stderr[-500:]}"})
+    except subprocess.TimeoutExpired:
+        report["loop"] = {"status": "not run (time)"}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Accelerator check, {report['date']}, {report['device']}; {report['versions']}", "",
+             "| arch | parity fp32 (max rel) | bf16 train img/s JAX / AMP / compile | ratio vs AMP / compile "
+             "| bf16 MFU train | peak MB JAX / torch | fp32 train img/s JAX / torch | ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    by = {k: {r["arch"]: r for r in report.get(k, [])} for k in ("parity", "bench_bf16", "bench_fp32")}
+    for arch in by["parity"]:
+        p, b, f = by["parity"][arch], by["bench_bf16"].get(arch, {}), by["bench_fp32"].get(arch, {})
+
+        def ips(r, key):
+            return f"{r['batch'] / r[key]:.0f}" if r.get(key) else "-"
+
+        cells = [arch, f"{p['max_rel']:.1e} {p['status']}" if "max_rel" in p else p["status"],
+                 " / ".join(ips(b, k) for k in ("jax_train_s", "torch_train_s", "torch_compile_train_s")),
+                 (f"{b['train_ratio']:.2f} / {b['compile_train_ratio']:.2f}" if b.get("compile_train_ratio")
+                  else b.get("status", "-")),
+                 f"{b['mfu_train']:.0%}" if b.get("mfu_train") else "-",
+                 (f"{b['jax_peak_mb']:.0f} / {b.get('torch_peak_mb') or 0:.0f}"
+                  if b.get("jax_peak_mb") else "-"),
+                 " / ".join(ips(f, k) for k in ("jax_train_s", "torch_train_s")),
+                 f"{f['train_ratio']:.2f}" if f.get("train_ratio") else f.get("status", "-")]
+        lines.append("| " + " | ".join(cells) + " |")
+    loop_ = report.get("loop", {})
+    if "torch_loop" in loop_:
+        lines += ["", "Training loop (imgseg_unet, 512x512, batch 16, JPEG folder, augmentation): "
+                  f"JAX {loop_['jax_loop_threads8']:.0f} img/s (step-only "
+                  f"{loop_['jax_step_only']:.0f}), torch DataLoader(8 workers) "
+                  f"{loop_['torch_loop']:.0f} img/s (step-only {loop_['torch_step_only']:.0f})."]
+    else:
+        lines += ["", f"Training loop: {loop_.get('status', 'not run')}"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", type=Path)
+    p.add_argument("--minutes", type=float, default=7.5)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    deadline = start + 60 * args.minutes
+    import torch
+    report = {"date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0].device_kind),
+              "versions": f"jax {jax.__version__}, torch {torch.__version__}, "
+                          f"Python {platform.python_version()}"}
+    share = 60 * args.minutes / 7.5  # of the default 7.5 minutes: 1.5 parity, 3.5 bf16, ...
+    parity(report, start + 1.5 * share)
+    bench(report, start + 5.0 * share, "bf16", True, args.out)
+    loop(report, start + 6.5 * share, args.out)
+    bench(report, deadline, "fp32", False, args.out)
+    report["seconds"] = time.time() - start
+    (args.out / "accelerator_check.json").write_text(json.dumps(report, indent=2, default=str))
+    table = markdown(report)
+    (args.out / "accelerator_check.md").write_text(table)
+    print(table)
+    failed = any(r.get("status") == "FAIL" for r in report["parity"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
