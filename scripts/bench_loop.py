@@ -90,7 +90,7 @@ class TorchFolder:
 
         from unet_jax.augment import flip_and_scaled_crop
         image, mask = flip_and_scaled_crop(*self.data[i], np.random.default_rng([self.seed, self.epoch, i]))
-        return torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(mask).long()
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1), torch.from_numpy(np.array(mask)).long()
 
 
 def torch_loop(args, root: Path) -> float:
@@ -100,7 +100,9 @@ def torch_loop(args, root: Path) -> float:
     dataset = TorchFolder(root, args.size, args.classes)
     loader = torch.utils.data.DataLoader(dataset, args.batch, shuffle=True, drop_last=True,
                                          num_workers=args.torch_workers,
-                                         persistent_workers=args.torch_workers > 0)
+                                         persistent_workers=args.torch_workers > 0,
+                                         multiprocessing_context="forkserver"  # JAX has threads
+                                         if args.torch_workers > 0 else None)
     rate = 0.0
     for epoch in range(2):
         dataset.epoch, seen, t0 = epoch, 0, time.perf_counter()
@@ -148,6 +150,8 @@ def main() -> int:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
+    from unet_jax.kernels.cpu import host_memory
+    host_memory.keep_freed_memory()  # as `unet-jax train` does; process-wide: torch too
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
