@@ -224,10 +224,12 @@ def test_one_training_step_matches_torch(branch):
 
     tx = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    def loss_fn(m):
+        return losses.cross_entropy(m(jnp.asarray(x)), jnp.asarray(labels))
+
+    step = nnx.jit(lambda model: nnx.value_and_grad(loss_fn)(model))  # traced in this branch
     for _ in range(2):
-        def loss_fn(m):
-            return losses.cross_entropy(m(jnp.asarray(x)), jnp.asarray(labels))
-        loss_j, grads = nnx.value_and_grad(loss_fn)(model)
+        loss_j, grads = step(model)
         optimizer.update(model, grads)
 
     loss_t = loss_t.item()

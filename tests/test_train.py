@@ -140,7 +140,9 @@ def test_freezing_needs_a_backbone(tmp_path):
         train(TrainConfig(**dict(SMALL, freeze_backbone_epochs=1, workdir=str(tmp_path))))
 
 
-def test_deep_supervision_and_cropped_outputs_train(tmp_path):
+def test_deep_supervision_and_cropped_outputs_train(tmp_path, monkeypatch):
+    """Run as GPUs/TPUs run it (plain ops: UNET_JAX_CPU_KERNELS=0), which also compiles faster."""
+    monkeypatch.setenv("UNET_JAX_CPU_KERNELS", "0")
     for arch, model, size in (("unetpp", {"base_width": 4, "deep_supervision": True}, 32),
                               ("labml_unet", {"base_width": 4}, 40),
                               ("semseg_unet", {"feature_scale": 32}, 188)):

@@ -11,7 +11,7 @@ import torch
 
 import unet_jax
 from parity import harness
-from unet_jax import metrics, registry, train
+from unet_jax import data, metrics, registry, train
 from unet_jax.convert.api import to_torch_state_dict
 
 TINY = dict(arch="imgseg_unet", model={"base_width": 4}, num_classes=3, image_size=32,
@@ -41,7 +41,8 @@ def test_validation_smaller_than_a_batch_scores_every_sample(run):
     val = train.make_datasets(cfg)[1]
     images = np.stack([val[i][0] for i in range(len(val))])
     masks = np.stack([val[i][1] for i in range(len(val))])
-    cm = metrics.confusion_matrix(metrics.predictions(model(images)), masks, 3, 255)
+    logits = model(data.to_float(images))  # the datasets hold uint8 images
+    cm = metrics.confusion_matrix(metrics.predictions(logits), masks, 3, 255)
     assert int(np.asarray(cm).sum()) == 6 * 32 * 32
     assert rows[-1]["miou"] == pytest.approx(metrics.summarize(np.asarray(cm))["miou"], abs=1e-6)
 

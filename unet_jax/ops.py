@@ -25,11 +25,34 @@ def _with_cpu_kernel(op: str, plain, *operands, **static):
     return jax.lax.platform_dependent(*operands, cpu=fast, default=plain)
 
 
+def _compiled_when_eager(arrays: int):
+    """Run op `fn(*arrays, *static)` called on concrete arrays as one cached compiled
+    function per static arguments (and switch setting), instead of tracing its branches and
+    compiling them again on every eager call."""
+
+    def decorate(fn):
+        @functools.cache
+        def compiled(static: tuple, kwargs: tuple, cpu_kernels: bool):
+            return jax.jit(lambda *xs: fn(*xs, *static, **dict(kwargs)))
+
+        @functools.wraps(fn)
+        def op(*args, **kwargs):
+            xs, static = args[:arrays], args[arrays:]
+            if any(isinstance(x, jax.core.Tracer) for x in xs):
+                return fn(*args, **kwargs)
+            return compiled(static, tuple(sorted(kwargs.items())), cpu.enabled())(*xs)
+
+        return op
+
+    return decorate
+
+
 def _conv(x, k, stride: int, padding: int):
     return jax.lax.conv_general_dilated(x, k, (stride, stride), ((padding, padding),) * 2,
                                         dimension_numbers=_NHWC)
 
 
+@_compiled_when_eager(arrays=2)
 def conv2d(x: jax.Array, k: jax.Array, stride: int, padding: int) -> jax.Array:
     """torch `F.conv2d(x, k, stride=stride, padding=padding)`: cross-correlation with
     symmetric zero padding."""
@@ -44,6 +67,7 @@ def _conv_transpose(x, k, stride: int, padding: int):
     return jax.lax.conv_transpose(x, k[::-1, ::-1], (stride, stride), pad, dimension_numbers=_NHWC)
 
 
+@_compiled_when_eager(arrays=2)
 def conv_transpose2d(x: jax.Array, k: jax.Array, stride: int, padding: int) -> jax.Array:
     """torch `F.conv_transpose2d` with the weight stored (kh, kw, in, out)."""
     plain = functools.partial(_conv_transpose, stride=stride, padding=padding)
@@ -56,6 +80,7 @@ def _max_pool(x, kernel: int, stride: int, right_pad: tuple[int, int]):
                                  (1, kernel, kernel, 1), (1, stride, stride, 1), pad)
 
 
+@_compiled_when_eager(arrays=1)
 def max_pool(x: jax.Array, kernel: int, stride: int, right_pad: tuple[int, int]) -> jax.Array:
     """Max-pooling with -inf padding on the bottom / right only (windows that do not fit are
     dropped); the gradient goes to the first maximum of each window, as torch's."""
@@ -76,6 +101,7 @@ def _upsample_bilinear2(x):
     return _lerp_axis(_lerp_axis(x, 1), 2)
 
 
+@_compiled_when_eager(arrays=1)
 def upsample_bilinear2(x: jax.Array) -> jax.Array:
     """2x bilinear upsampling with align_corners=True: two gathers and lerps, as torch's kernel."""
     return _with_cpu_kernel("upsample_bilinear2", _upsample_bilinear2, x)

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 from flax import nnx
 
 from unet_jax.convert.keymap import Rule
@@ -90,9 +91,19 @@ def make_config(name: str, **kwargs):
 
 
 def build(config, *, seed: int = 0) -> nnx.Module:
-    """The model described by `config` (any registered config type), freshly initialised."""
+    """The model described by `config` (any registered config type), freshly initialised
+    by one compiled program (op by op, every parameter shape would compile its own)."""
+    from unet_jax.kernels import cpu
+    from unet_jax.kernels.cpu.compiler import INIT_OPTIONS
     arch = arch_of_config(config)
-    return arch.model(**dataclasses.asdict(config), rngs=nnx.Rngs(seed))
+
+    def make():
+        return arch.model(**dataclasses.asdict(config), rngs=nnx.Rngs(seed))
+
+    graphdef, _ = nnx.split(nnx.eval_shape(make))
+    options = INIT_OPTIONS if cpu.enabled() else None
+    state = jax.jit(lambda: nnx.split(make())[1], compiler_options=options)()
+    return nnx.merge(graphdef, state)
 
 
 def arch_of_config(config) -> Arch:

@@ -7,6 +7,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from unet_jax.inference import inference_jit
+
+
+@inference_jit
+def _last_head(model, images):
+    out = model(images)
+    return out[-1] if isinstance(out, list) else out
+
 
 class Logger:
     """Writes under `workdir`: metrics.jsonl, tb/ (events), curves.png, predictions.png.
@@ -66,8 +74,7 @@ class Logger:
         model.eval()
         samples = [dataset[i] for i in range(min(count, len(dataset)))]
         images = np.stack([s[0] for s in samples])
-        out = model(data.to_float(jnp.asarray(images)))
-        logits = out[-1] if isinstance(out, list) else out
+        logits = _last_head(model, data.to_float(jnp.asarray(images)))
         pred = np.asarray(metrics.predictions(logits))
         truth = np.asarray(losses.center_crop_mask(np.stack([s[1] for s in samples]),
                                                    pred.shape[1], pred.shape[2]))

@@ -1,4 +1,4 @@
-"""XLA:CPU compiler options for eval-mode forward passes.
+"""XLA:CPU compiler options for eval-mode forward passes and parameter initialisation.
 
 XLA:CPU hands dots, convolutions and reductions to YNNPACK by default. For eval-mode forward
 passes keeping them in XLA's own emitters is faster, while training steps are faster with
@@ -6,3 +6,8 @@ YNNPACK (README, "CPU kernels"), so the option is set per compiled function, nev
 """
 
 INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+# Initialisation runs once: XLA:CPU's optimising backend spends ~1 s compiling each shape's
+# threefry random bits (README, "CPU kernels"); unoptimised, the same integer arithmetic
+# gives the same bits.
+INIT_OPTIONS = {"xla_backend_optimization_level": 0}
