@@ -102,7 +102,12 @@ def build(config, *, seed: int = 0) -> nnx.Module:
 
     graphdef, _ = nnx.split(nnx.eval_shape(make))
     options = INIT_OPTIONS if cpu.enabled() else None
-    state = jax.jit(lambda: nnx.split(make())[1], compiler_options=options)()
+    try:
+        state = jax.jit(lambda: nnx.split(make())[1], compiler_options=options)()
+    except ValueError as e:  # inside a trace (e.g. nnx.eval_shape): nothing is compiled here
+        if "compiler_options" not in str(e):
+            raise
+        return make()
     return nnx.merge(graphdef, state)
 
 
