@@ -53,9 +53,10 @@ def test_one_device_equals_eight_devices(tmp_path):
     a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "eight.npz")
     assert set(a) == set(b)
     # Sharded reductions sum in another order: float32 rounding, amplified by three SGD steps
-    # at lr 1e-2 (up to 1.6e-5 absolute on weights of ~0.02 measured on a 2-core AMD EPYC).
+    # at lr 1e-2 (measured on a 2-core AMD EPYC: up to 1.6e-5 absolute with float inputs, 6.5e-5
+    # on the stem kernel's weights of up to 0.18 with uint8 inputs, 2 of 216 elements).
     for k in a:
-        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=5e-5, err_msg=k)
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-4, err_msg=k)
 
 
 def test_two_processes_on_localhost_equal_one_process(tmp_path):
