@@ -3,8 +3,8 @@
 precision as stated, donated state aliased.
 
 On a GPU/TPU host the CPU kernels are not even traced: that program is the one traced here
-with `UNET_JAX_CPU_KERNELS=0` (the whole matrix). A CPU host exporting for them traces the
-CPU branches too; `platform_dependent` must drop them (every arch, the default setting).
+with `UNET_JAX_CPU_KERNELS=0` (the whole matrix). From a CPU host with the kernels on,
+`unet_jax.programs` must still trace without them (every arch, the default setting).
 """
 
 import jax
@@ -95,6 +95,6 @@ def test_train_step_as_an_accelerator_host_traces_it(arch, dtype, remat, acceler
 
 
 @pytest.mark.parametrize("arch", sorted(SMALL))
-def test_train_step_exported_from_a_cpu_host_drops_the_cpu_kernels(arch):
+def test_train_step_lowered_from_a_cpu_host_holds_no_cpu_kernel(arch):
     assert cpu.enabled()
     _check_train_step(arch, "float32", False)

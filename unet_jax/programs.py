@@ -1,6 +1,6 @@
 """The training and inference programs lowered for any platform from any machine: what a
-GPU or TPU runs, as StableHLO text to read and count. Traced once, lowered per platform
-(as `jax.export` does), so each text holds that platform's branches only."""
+GPU or TPU runs, as StableHLO text to read and count. Traced once with the CPU kernels off
+(as a GPU/TPU host traces them), lowered per platform as `jax.export` does."""
 
 import dataclasses
 import re
@@ -26,7 +26,9 @@ class Program:
 
 
 def _lower(jitted, args, platforms) -> Program:
-    traced = jitted.trace(*args)
+    from unet_jax.kernels import cpu
+    with cpu.disabled():
+        traced = jitted.trace(*args)
     return Program(tuple(traced.jaxpr.in_avals), tuple(traced.jaxpr.out_avals),
                    {p: traced.lower(lowering_platforms=(p,)).as_text() for p in platforms})
 

@@ -1,13 +1,14 @@
 """CPU-only algorithms and settings, behind one switch.
 
 `unet_jax.ops` asks `choose` for a CPU algorithm at trace time, where JAX's default backend
-is the CPU, and runs it under `jax.lax.platform_dependent(cpu=...)`, so a program lowered for
-GPU/TPU never holds it; on a GPU/TPU host nothing of it is even traced.
+is the CPU; on a GPU/TPU host nothing of it is even traced, and programs lowered for them
+from a CPU host are traced inside `disabled()`.
 `UNET_JAX_CPU_KERNELS=0` turns every CPU algorithm, compiler option and host-memory setting
 off (read when a function is traced; a function already compiled keeps its program): then
 the CPU runs the accelerators' program.
 """
 
+import contextlib
 import os
 
 import jax
@@ -33,3 +34,17 @@ def choose(op: str, plain, *operands, **static):
     """The CPU algorithm for `plain(*operands)`, op `op` with these static arguments, or None
     where XLA:CPU's own (the plain op) is the one to use."""
     return _CHOOSERS[op](plain, *operands, **static)
+
+
+@contextlib.contextmanager
+def disabled():
+    """Trace with the CPU kernels off (a program for another platform)."""
+    before = os.environ.get(ENV)
+    os.environ[ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ENV]
+        else:
+            os.environ[ENV] = before
