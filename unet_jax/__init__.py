@@ -2,9 +2,10 @@
 
 from unet_jax import models  # noqa: F401  (registers the archs)
 from unet_jax.convert.api import CheckpointError, ConversionError, load_torch, to_torch_state_dict
+from unet_jax.prediction import predict
 from unet_jax.registry import create_model, list_models
 from unet_jax.saving import ModelSourceError, load, save
 
 __all__ = ["CheckpointError", "ConversionError", "ModelSourceError", "create_model", "list_models", "load",
-           "load_torch", "save", "to_torch_state_dict"]
+           "load_torch", "predict", "save", "to_torch_state_dict"]
 __version__ = "0.1.0"

@@ -67,12 +67,9 @@ class Row:
 
 
 def bench_size(arch: str, size: int) -> tuple[int, int]:
-    """The nearest valid input to size x size (semseg_unet needs 188 + 16k)."""
-    if arch == "semseg_unet":
-        s = 188 + 16 * max(0, round((size - 188) / 16))
-        return s, s
-    multiple = 32 if arch == "resnet50_unet" else 16
-    s = max(multiple, multiple * round(size / multiple))
+    """The valid input nearest size x size (the arch's `SizeRule`)."""
+    from unet_jax import registry
+    s = registry.get_arch(arch).sizes.nearest(size)
     return s, s
 
 

@@ -1,4 +1,5 @@
-"""`unet-jax` command line: list, convert, parity, export, train, bench, demo.
+"""`unet-jax` command line: list, convert, parity, export, train, data, predict, evaluate,
+bench, demo.
 
 Commands that compare against torch (`parity`, `convert` verification, `demo`) import the
 torch references from the `parity` package lazily; the rest never import torch.
@@ -87,8 +88,10 @@ def cmd_convert(args) -> int:
             return 1
     elif args.verify:
         print("parity: skipped (torch is not installed)")
+    from unet_jax import presets
+    presets.record(model, args.preprocess or presets.recorded(model))
     unet_jax.save(model, out)
-    print(f"saved:   {out}")
+    print(f"saved:   {out} (preprocess {presets.recorded(model)})")
     return 0
 
 
@@ -246,6 +249,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the parity check against the torch reference")
     c.add_argument("--size", type=parse_size, help="parity input HxW (default: near 256)")
+    c.add_argument("--preprocess", default="", help="record this input preset instead of the "
+                   "upstream's (unet-jax predict --help lists them)")
     c.set_defaults(fn=cmd_convert)
 
     q = sub.add_parser("parity", help="prove a checkpoint converts exactly")
@@ -272,6 +277,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from unet_jax.train import add_flags
     add_flags(t, arch=_peek_arch(argv))
     t.set_defaults(fn=cmd_train)
+
+    from unet_jax.commands import add_parsers
+    add_parsers(sub)
 
     b = sub.add_parser("bench", help="JAX vs torch eager speed, side by side")
     from unet_jax.bench import add_flags as add_bench_flags

@@ -1,5 +1,6 @@
 """Segmentation data: a `Dataset` interface, the embedded procedural "shapes" set, image/mask
-folders, and tensorflow-datasets; batched deterministically with grain.
+files in the upstreams' layouts (`unet_jax.layouts`), and tensorflow-datasets; batched
+deterministically with grain.
 
 A sample is `(image uint8 HxWxC, mask uint8 HxW of class ids)`; 255 marks pixels to
 ignore. Images travel to the devices as uint8 and become [0, 1] floats there (`to_float`).
@@ -18,6 +19,8 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from unet_jax import imageio
 
 IGNORE_INDEX = 255
 
@@ -83,42 +86,53 @@ class Shapes:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageFolders:
-    """`images/` and `masks/` folders of same-named files (masks: class ids, 255 ignored),
-    read with Pillow and resized to (height, width) (bilinear for images, nearest masks)."""
+class FileDataset:
+    """Image/mask file pairs (one split of a `unet_jax.layouts.Layout`), read with Pillow,
+    checked, and fitted to (height, width) by `fit` ("resize" or "letterbox").
 
-    root: str
+    Mask values >= num_classes that are not `ignore_index` raise, naming the file, or with
+    `out_of_range="ignore"` become the ignore index (as bubbliiiing maps them)."""
+
+    pairs: tuple[tuple[Path, Path], ...]
     num_classes: int
     height: int = 256
     width: int = 256
+    channels: int = 3
+    binary: bool = False
+    fit: str = "resize"
+    out_of_range: str = "error"
+    ignore_index: int = IGNORE_INDEX
 
-    @functools.cached_property
-    def pairs(self) -> list[tuple[Path, Path]]:
-        """(image, mask) paths, matched by file stem."""
-        images = self._files("images")
-        masks = {p.stem: p for p in self._files("masks")}
-        unmatched = [p.name for p in images if p.stem not in masks]
-        if not images or unmatched:
-            raise ValueError(f"{self.root}: need images/ and masks/ with matching file names; "
-                             f"{len(images)} images, without a mask: {unmatched[:5]}")
-        return [(p, masks[p.stem]) for p in images]
-
-    def _files(self, sub: str) -> list[Path]:
-        folder = Path(self.root) / sub
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} not found (expected {self.root}/images and /masks)")
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    def __post_init__(self):
+        if self.fit not in ("resize", "letterbox"):
+            raise ValueError(f"fit must be resize or letterbox, got {self.fit!r}")
+        if self.out_of_range not in ("error", "ignore"):
+            raise ValueError(f"out_of_range must be error or ignore, got {self.out_of_range!r}")
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        from PIL import Image
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample `index` at its own size, checked."""
         image_path, mask_path = self.pairs[index]
-        size = (self.width, self.height)
-        image = Image.open(image_path).convert("RGB").resize(size, Image.BILINEAR)
-        mask = Image.open(mask_path).resize(size, Image.NEAREST)
-        return np.asarray(image, np.uint8), np.asarray(mask, np.uint8)
+        image = imageio.read_image(image_path, self.channels)
+        mask = imageio.read_mask(mask_path, self.binary)
+        if image.shape[:2] != mask.shape:
+            raise ValueError(f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask "
+                             f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} (W x H)")
+        bad = (mask >= self.num_classes) & (mask != self.ignore_index)
+        if bad.any():
+            if self.out_of_range == "error":
+                raise ValueError(f"{mask_path}: mask values {np.unique(mask[bad])[:8].tolist()} "
+                                 f"are neither classes 0..{self.num_classes - 1} nor the ignore "
+                                 f"index {self.ignore_index} (map them to ignore with "
+                                 "out_of_range=ignore)")
+            mask = np.where(bad, self.ignore_index, mask).astype(np.uint8)
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return imageio.fit(*self.read(index), (self.height, self.width), self.fit,
+                           mask_fill=self.ignore_index)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,8 +64,7 @@ def lower_eval_forward(model: nnx.Module, batch: int, size: tuple[int, int],
 
 def _in_channels(model: nnx.Module) -> int:
     from unet_jax import registry
-    spec = registry.arch_of_config(model.config)
-    return getattr(model.config, spec.uniform["in_channels"])
+    return registry.uniform_option(model, "in_channels")
 
 
 _OP = re.compile(r"= (stablehlo\.[a-z_]+)")

@@ -15,6 +15,36 @@ Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
+class SizeRule:
+    """The input sizes an arch takes, per axis: `minimum + k * step` (k >= 0); its output is
+    `shrink` smaller (unpadded convolutions)."""
+
+    step: int = 16
+    minimum: int = 16
+    shrink: int = 0
+
+    def valid(self, n: int) -> bool:
+        return n >= self.minimum and (n - self.minimum) % self.step == 0
+
+    def at_least(self, n: int) -> int:
+        """The smallest valid input >= n."""
+        return self.minimum + self.step * max(0, -(-(n - self.minimum) // self.step))
+
+    def nearest(self, n: int) -> int:
+        """The valid input nearest n."""
+        return self.minimum + self.step * max(0, round((n - self.minimum) / self.step))
+
+    def input_for(self, out: int) -> int:
+        """The smallest valid input whose output covers `out` pixels."""
+        return self.at_least(out + self.shrink)
+
+    def describe(self) -> str:
+        sizes = (f"multiples of {self.step}" if self.minimum == self.step
+                 else f"{self.minimum} + {self.step}k")
+        return sizes + (f"; the output is {self.shrink} smaller" if self.shrink else "")
+
+
+@dataclasses.dataclass(frozen=True)
 class Arch:
     """Everything the library knows about one architecture."""
 
@@ -27,6 +57,8 @@ class Arch:
     source: str  # one line: upstream repository and class
     # TrainConfig values for this arch where the general TRAIN_DEFAULTS do not learn
     train_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    sizes: SizeRule = SizeRule()  # the input sizes it takes
+    preprocess: str = "unit"  # the upstream's preprocessing preset (unet_jax.presets)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -116,6 +148,12 @@ def arch_of_config(config) -> Arch:
         if type(config) is arch.config:
             return arch
     raise TypeError(f"{type(config).__name__} is not the config of a registered arch")
+
+
+def uniform_option(model_or_config, name: str):
+    """The value of uniform option `name` ("num_classes" / "in_channels") of a model or config."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, arch_of_config(config).uniform[name])
 
 
 def create_model(name: str, *, seed: int = 0, backbone_weights=None, **kwargs) -> nnx.Module:

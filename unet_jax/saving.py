@@ -17,7 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from unet_jax import registry
+from unet_jax import presets, registry
 
 FORMAT = 1  # bump when the layout of a saved directory changes
 METADATA = "unet_jax.json"  # in a saved model
@@ -51,12 +51,16 @@ def save(model: nnx.Module, directory: str | Path) -> Path:
 
 
 def model_metadata(model_or_config) -> dict:
-    """{"format", "arch", "config", "num_classes", "in_channels"} of a model or config."""
+    """{"format", "arch", "config", "num_classes", "in_channels", "preprocess"} of a model
+    or config (a config: its arch's upstream preset)."""
     config = getattr(model_or_config, "config", model_or_config)
     arch = registry.arch_of_config(config)
     values = dataclasses.asdict(config)
+    preprocess = (presets.recorded(model_or_config) if hasattr(model_or_config, "config")
+                  else arch.preprocess)
     return {"format": FORMAT, "arch": arch.name, "config": values,
-            **{uniform: values[upstream] for uniform, upstream in arch.uniform.items()}}
+            **{uniform: values[upstream] for uniform, upstream in arch.uniform.items()},
+            "preprocess": preprocess}
 
 
 def config_from_metadata(meta: dict, where: Path):
@@ -98,10 +102,14 @@ def describe_directory(path: Path) -> str:
 
 def read_metadata(directory: str | Path) -> tuple[registry.Arch, object]:
     """(arch, config) of a saved model directory or training workdir."""
-    directory = Path(directory)
+    return config_from_metadata(*_metadata(Path(directory)))
+
+
+def _metadata(directory: Path) -> tuple[dict, Path]:
+    """The metadata of a saved model directory or training workdir, and its file."""
     for name in (METADATA, RUN):
         if (directory / name).is_file():
-            return config_from_metadata(_read_json(directory / name), directory / name)
+            return _read_json(directory / name), directory / name
     if not directory.is_dir():
         raise ModelSourceError(f"{directory} does not exist")
     raise ModelSourceError(f"{directory} is not a saved unet-jax model or training workdir: "
@@ -145,7 +153,8 @@ def load_with_info(path: str | Path, *, arch: str | None = None, which: str = "b
                    ) -> tuple[nnx.Module, str]:
     """`load`, also returning one line saying what was loaded."""
     directory = Path(path).absolute()
-    spec, config = read_metadata(directory)
+    meta, where = _metadata(directory)
+    spec, config = config_from_metadata(meta, where)
     if arch is not None and arch != spec.name:
         raise ModelSourceError(f"{directory} holds a {spec.name} model, not {arch}")
     if is_workdir(directory) and not (directory / METADATA).is_file():
@@ -155,5 +164,6 @@ def load_with_info(path: str | Path, *, arch: str | None = None, which: str = "b
         graphdef, abstract = _abstract(config)
         state = ocp.StandardCheckpointer().restore(directory / "state", abstract)
         model, info = nnx.merge(graphdef, state), f"saved model {directory}"
+    presets.record(model, meta.get("preprocess") or spec.preprocess)
     model.eval()
     return model, info

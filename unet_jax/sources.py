@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flax import nnx
 
-from unet_jax import registry, saving
+from unet_jax import presets, registry, saving
 from unet_jax.convert.api import load_torch_with_report, to_torch_state_dict
 
 ADAPTABLE = ("num_classes", "in_channels")  # the options fine-tuning may change
@@ -44,6 +44,7 @@ def open_model(source: str | os.PathLike | Mapping, arch: str | None = None, *,
     options = {**dataclasses.asdict(saved.config), **config}
     model, report, state = load_torch_with_report(to_torch_state_dict(saved), spec.name,
                                                   dtype=dtype, **options)
+    presets.record(model, presets.recorded(saved))
     report["notes"].insert(0, info)
     return model, report, state
 
@@ -73,5 +74,5 @@ def adapt(model: nnx.Module, *, seed: int = 0, **changes) -> tuple[nnx.Module, l
                            if layer(k) == name and not k.endswith("num_batches_tracked"))
         lines.append(f"re-initialised {name} ({shapes})")
     adapted, _, _ = load_torch_with_report(merged, arch.name, **dataclasses.asdict(target))
-    return adapted, lines
+    return presets.record(adapted, presets.recorded(model)), lines
 

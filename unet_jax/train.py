@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import unet_jax
-from unet_jax import augment, losses, metrics, registry, saving
+from unet_jax import augment, layouts, losses, metrics, presets, registry, saving
 from unet_jax import data as data_lib
 from unet_jax.inference import inference_jit
 
@@ -39,9 +39,11 @@ class TrainConfig:
     num_classes: int = 0  # classes incl. background (1 channel for "bce"); 0: init_from's, else 4
     init_from: str = ""  # torch checkpoint, saved model or training workdir to start from (fine-tune)
     backbone_weights: str = ""  # torchvision ImageNet file for vgg16_unet / resnet50_unet
-    data: str = "synthetic"  # synthetic | folder:PATH (images/, masks/) | tfds:NAME
+    data: str = "synthetic"  # synthetic | folder:PATH (layout detected) | LAYOUT:PATH | tfds:NAME
     image_size: int = 0  # training images are image_size x image_size (0: the arch's default)
-    augment: bool = False  # random flips and scaled crops of the training images
+    augment: str = ""  # ops joined by + or a preset (unet_jax.augment), e.g. scale(0.5,2)+crop+hflip+hsv
+    preprocess: str = ""  # input preset ("": init_from's recorded one, else the arch's upstream one)
+    out_of_range: str = "error"  # mask values >= num_classes (not ignore_index): error | ignore
     train_samples: int = 256  # synthetic only: samples in the training split
     val_samples: int = 64  # synthetic only: samples in the validation split
     batch_size: int = 16  # global batch, split evenly over all devices
@@ -84,6 +86,9 @@ class TrainConfig:
                                  f"got {getattr(self, name)!r}")
         if self.loss:
             losses.parse_loss(self.loss)
+        if self.preprocess:
+            presets.get(self.preprocess)
+        augment.parse(self.augment)
 
 
 def maybe_initialize_distributed(cfg: TrainConfig) -> None:
@@ -104,21 +109,31 @@ def make_mesh() -> jax.sharding.Mesh:
 # ----------------------------------------------------------------------------- data
 
 
-def make_datasets(cfg: TrainConfig) -> tuple[data_lib.Dataset, data_lib.Dataset]:
+FILE_LAYOUTS = ("folder", *layouts.READERS)  # data kinds read from files (folder: detected)
+
+
+def make_datasets(cfg: TrainConfig, channels: int = 3) -> tuple[data_lib.Dataset, data_lib.Dataset]:
+    """(train, val) datasets of `cfg.data` at the training size, images of `channels`."""
     kind, _, arg = cfg.data.partition(":")
     size = dict(height=cfg.image_size, width=cfg.image_size)
     n_classes = max(cfg.num_classes, 2)
     if kind == "synthetic":
-        return (data_lib.Shapes(cfg.train_samples, num_classes=n_classes, seed=cfg.seed, **size),
-                data_lib.Shapes(cfg.val_samples, num_classes=n_classes, seed=cfg.seed + 1, **size))
-    if kind == "folder":
-        root = Path(arg)
-        return (data_lib.ImageFolders(str(root / "train"), n_classes, **size),
-                data_lib.ImageFolders(str(root / "val"), n_classes, **size))
+        return (data_lib.Shapes(cfg.train_samples, num_classes=n_classes, seed=cfg.seed,
+                                channels=channels, **size),
+                data_lib.Shapes(cfg.val_samples, num_classes=n_classes, seed=cfg.seed + 1,
+                                channels=channels, **size))
+    if kind in FILE_LAYOUTS and arg:
+        found = layouts.from_spec(cfg.data)
+        fit = "letterbox" if presets.get(cfg.preprocess or "unit").fit == "letterbox" else "resize"
+        return tuple(data_lib.FileDataset(tuple(found.splits[s]), n_classes, channels=channels,
+                                          binary=found.binary, fit=fit, out_of_range=cfg.out_of_range,
+                                          ignore_index=cfg.ignore_index, **size)
+                     for s in ("train", "val"))
     if kind == "tfds":
         return (data_lib.TFDS(arg, "train", n_classes, **size),
                 data_lib.TFDS(arg, "test", n_classes, **size))
-    raise ValueError(f"data must be synthetic, folder:PATH or tfds:NAME, got {cfg.data!r}")
+    raise ValueError(f"data must be synthetic, {':PATH, '.join(FILE_LAYOUTS)}:PATH or tfds:NAME, "
+                     f"got {cfg.data!r}")
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -151,9 +166,10 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, nnx.Module | None]:
     arch = cfg.arch or (registry.arch_of_config(source.config).name if source else DEFAULT_ARCH)
     spec = registry.get_arch(arch)
     num_classes = cfg.num_classes or (
-        getattr(source.config, spec.uniform["num_classes"]) if source else DEFAULT_CLASSES)
+        registry.uniform_option(source, "num_classes") if source else DEFAULT_CLASSES)
     arch_defaults = registry.train_defaults(arch)
-    filled = dict(arch=arch, num_classes=num_classes)
+    filled = dict(arch=arch, num_classes=num_classes,
+                  preprocess=cfg.preprocess or (presets.recorded(source) if source else spec.preprocess))
     for name, unset in (("image_size", 0), ("lr", 0.0), ("warmup_epochs", -1.0), ("loss", "")):
         if getattr(cfg, name) == unset:
             filled[name] = arch_defaults[name]
@@ -172,7 +188,7 @@ def make_model(cfg: TrainConfig, source: nnx.Module | None = None) -> tuple[nnx.
             options["backbone_weights"] = cfg.backbone_weights
         model = unet_jax.create_model(cfg.arch, seed=cfg.seed, **options)
         model.train()
-        return model, []
+        return presets.record(model, cfg.preprocess), []
     from unet_jax.sources import adapt, adaptable_names
     spec = registry.arch_of_config(source.config)
     options = {spec.uniform.get(k, k): v for k, v in options.items()}
@@ -187,7 +203,7 @@ def make_model(cfg: TrainConfig, source: nnx.Module | None = None) -> tuple[nnx.
     model, lines = adapt(source, seed=cfg.seed,
                          **{k: v for k, v in options.items() if k in adaptable})
     model.train()
-    return model, [f"initialised from {cfg.init_from}"] + lines
+    return presets.record(model, cfg.preprocess), [f"initialised from {cfg.init_from}"] + lines
 
 
 def backbone_names(model: nnx.Module) -> tuple[str, ...]:
@@ -256,11 +272,11 @@ def make_optimizer(cfg: TrainConfig, model: nnx.Module, steps_per_epoch: int
 # ----------------------------------------------------------------------------- steps
 
 
-def forward(model: nnx.Module, images: jax.Array, dtype, remat: bool):
-    """`model(images)` computed in `dtype`, optionally rematerialised. Parameters stay
+def forward(model: nnx.Module, images: jax.Array, dtype, remat: bool, preset: presets.Preset):
+    """`model(preset.normalize(images))` computed in `dtype`, optionally rematerialised. Parameters stay
     float32 (each layer casts them to the activations' dtype), BatchNorm statistics too and
     are written back to `model`."""
-    x = data_lib.to_float(images, dtype)
+    x = preset.normalize(images, dtype)
     if not remat:
         return model(x)
     graphdef, state = nnx.split(model)
@@ -280,12 +296,13 @@ def step_functions(cfg: TrainConfig):
     eval_step(model, images, labels) -> (loss, confusion matrix)), not yet compiled."""
     terms = losses.parse_loss(cfg.loss)
     dtype = jnp.dtype(cfg.dtype)
+    preset = presets.get(cfg.preprocess or "unit")
     head_weights = tuple(cfg.head_weights) or None
     n_classes = max(cfg.num_classes, 2)
 
     def train_step(model, optimizer, images, labels):
         def loss_fn(model):
-            out = forward(model, images, dtype, cfg.remat)
+            out = forward(model, images, dtype, cfg.remat, preset)
             return losses.segmentation_loss(out, labels, terms, cfg.ignore_index, head_weights)
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)
@@ -293,7 +310,7 @@ def step_functions(cfg: TrainConfig):
         return loss
 
     def eval_step(model, images, labels):
-        out = forward(model, images, dtype, False)
+        out = forward(model, images, dtype, False, preset)
         loss = losses.segmentation_loss(out, labels, terms, cfg.ignore_index, head_weights)
         logits = (out[-1] if isinstance(out, list) else out).astype(jnp.float32)
         target = losses.center_crop_mask(labels, logits.shape[1], logits.shape[2])
@@ -361,7 +378,7 @@ def preflight(cfg: TrainConfig, model: nnx.Module, splits: dict) -> None:
         problems.append(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.log_every < 1:
         problems.append(f"log_every must be >= 1, got {cfg.log_every}")
-    channels = getattr(model.config, registry.arch_of_config(model.config).uniform["in_channels"])
+    channels = registry.uniform_option(model, "in_channels")
     n_classes = max(cfg.num_classes, 2)
     for name, dataset in splits.items():
         try:
@@ -440,7 +457,7 @@ def restore_checkpoint(manager, model, optimizer) -> dict | None:
 
 
 # Fields that define what a workdir's checkpoints hold: a rerun must not change them.
-RUN_IDENTITY = ("arch", "config", "image_size")
+RUN_IDENTITY = ("arch", "config", "image_size", "preprocess")
 
 
 def claim_workdir(workdir: Path, cfg: TrainConfig, model: nnx.Module) -> None:
@@ -483,8 +500,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     mesh = make_mesh()
     data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
-    train_set, val_set = make_datasets(cfg)
     model, init_lines = make_model(cfg, source)
+    train_set, val_set = make_datasets(cfg, registry.uniform_option(model, "in_channels"))
     preflight(cfg, model, {"train": train_set, "val": val_set})
     workdir.mkdir(parents=True, exist_ok=True)
     claim_workdir(workdir, cfg, model)
@@ -537,7 +554,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             samples = data_lib.epoch_samples(
                 train_set, cfg.batch_size, epoch=epoch, seed=cfg.seed,
                 process_index=jax.process_index(), process_count=jax.process_count(),
-                augment=augment.flip_and_scaled_crop if cfg.augment else None)
+                augment=augment.pipeline(cfg.augment))
             batches = data_lib.prefetched(samples, rows, first, cfg.data_threads)
             bar = log.progress(range(first, steps_per_epoch), epoch, cfg.progress)
             pending = []  # losses still on the device: read back every log_every steps

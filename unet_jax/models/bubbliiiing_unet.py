@@ -133,4 +133,5 @@ for _name, _backbone, _config, _first, _train in (
         key_map=_key_map, infer=functools.partial(_infer, first_key=_first, config_cls=_config),
         uniform={"num_classes": "num_classes", "in_channels": "in_channels"},
         source=f"bubbliiiing/unet-pytorch nets/unet.py `Unet(backbone='{_backbone}')`",
-        train_defaults=_train))
+        train_defaults=_train, sizes=registry.SizeRule(MULTIPLE[_backbone], MULTIPLE[_backbone]),
+        preprocess="bubbliiiing"))

@@ -82,4 +82,4 @@ def infer(shapes: registry.Shapes) -> ImgsegUNetConfig | None:
 registry.register(registry.Arch(
     name="imgseg_unet", model=ImgsegUNet, config=ImgsegUNetConfig, key_map=key_map, infer=infer,
     uniform={"num_classes": "output_ch", "in_channels": "img_ch"},
-    source="LeeJunHyun/Image_Segmentation network.py `U_Net`"))
+    source="LeeJunHyun/Image_Segmentation network.py `U_Net`", preprocess="imgseg"))

@@ -103,4 +103,5 @@ registry.register(registry.Arch(
     name="semseg_unet", model=SemsegUNet, config=SemsegUNetConfig, key_map=key_map, infer=infer,
     uniform={"num_classes": "n_classes", "in_channels": "in_channels"},
     source="meetshah1995/pytorch-semseg ptsemseg/models/unet.py `unet`",
-    train_defaults={"image_size": 252}))  # 188 + 16k; 252 leaves a 68x68 output
+    train_defaults={"image_size": 252},  # 252 leaves a 68x68 output
+    sizes=registry.SizeRule(16, 188, shrink=184), preprocess="semseg"))

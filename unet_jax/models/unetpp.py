@@ -117,4 +117,5 @@ def infer(shapes: registry.Shapes) -> UnetPlusPlusConfig | None:
 registry.register(registry.Arch(
     name="unetpp", model=UnetPlusPlus, config=UnetPlusPlusConfig, key_map=key_map, infer=infer,
     uniform={"num_classes": "num_classes", "in_channels": "in_channels"},
-    source="UNet++ `UnetPlusPlus` / `ContinusParalleConv` (blog code, seed 003)"))
+    source="UNet++ `UnetPlusPlus` / `ContinusParalleConv` (blog code, seed 003)",
+    preprocess="imagenet"))  # the seed's CamVid loader: albumentations Normalize()
