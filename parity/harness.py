@@ -138,8 +138,9 @@ def _first(value):
 
 
 def default_size(arch: str) -> tuple[int, int]:
-    """A valid input near 256x256 for `arch`."""
-    return (252, 252) if arch == "semseg_unet" else (256, 256)
+    """The valid input nearest 256x256 for `arch`."""
+    n = registry.get_arch(arch).sizes.nearest(256)
+    return n, n
 
 
 @dataclasses.dataclass

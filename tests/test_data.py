@@ -84,35 +84,39 @@ def test_image_folders(tmp_path):
     image, mask = train[1]
     assert image.shape == (16, 16, 3) and mask.shape == (16, 16) and mask.max() <= 2
     (tmp_path / "train" / "masks" / "2.png").unlink()
-    with pytest.raises(ValueError, match="without a mask: \\['2.jpg'\\]"):
-        len(data.ImageFolders(str(tmp_path / "train"), 3))
-    with pytest.raises(FileNotFoundError, match="nowhere/images not found"):
-        len(data.ImageFolders(str(tmp_path / "nowhere"), 3))
-    with pytest.raises(ValueError, match="data must be synthetic, folder:PATH or tfds:NAME"):
+    with pytest.raises(ValueError, match="have no mask in .*train/masks: 2.jpg"):
+        make_datasets(TrainConfig(data=f"folder:{tmp_path}", num_classes=3, image_size=16))
+    with pytest.raises(ValueError, match="nowhere is not a directory"):
+        make_datasets(TrainConfig(data=f"folder:{tmp_path / 'nowhere'}", num_classes=3))
+    with pytest.raises(ValueError, match="data must be synthetic, folder:PATH, voc:PATH"):
         make_datasets(TrainConfig(data="s3://bucket"))
 
 
 def test_augmentation_is_fixed_by_seed_epoch_and_position():
     """Image and mask get the same crop and flip; the same (seed, epoch, position) gives the
     same sample (exact resume), another epoch another one; sizes and classes are kept."""
-    from unet_jax.augment import flip_and_scaled_crop
-    data_aug = flip_and_scaled_crop
+    from unet_jax import augment
     ds = data.Shapes(6, height=24, width=32, num_classes=4)
-    kwargs = dict(epoch=3, seed=5, augment=flip_and_scaled_crop)
+    kwargs = dict(epoch=3, seed=5, augment=augment.pipeline("bubbliiiing"))
     a, b = data.epoch_samples(ds, 3, **kwargs), data.epoch_samples(ds, 3, **kwargs)
     other = data.epoch_samples(ds, 3, **dict(kwargs, epoch=4))
     plain = data.epoch_samples(ds, 3, epoch=3, seed=5)
     for i in range(6):
         assert a[i]["image"].shape == (24, 32, 3) and a[i]["mask"].shape == (24, 32)
         np.testing.assert_array_equal(a[i]["image"], b[i]["image"])
-        assert set(np.unique(a[i]["mask"])) <= set(np.unique(plain[i]["mask"]))
+        assert set(np.unique(a[i]["mask"])) <= set(np.unique(plain[i]["mask"])) | {255}
     assert any(not np.array_equal(a[i]["mask"], other[i]["mask"]) for i in range(6))
     assert any(not np.array_equal(a[i]["mask"], plain[i]["mask"]) for i in range(6))
     # the same geometry for both: an image that is its mask x 100 stays so (but for edges)
     mask = np.ones((24, 32), np.uint8)
     mask[:, 20:] = 2
     image = np.repeat((mask * 100)[..., None], 3, axis=-1)
+    geometry = augment.pipeline("jitter(0.3)+scale(0.25,2)+crop+hflip+vflip")
     for seed in range(8):
-        out_image, out_mask = data_aug(image, mask, np.random.default_rng(seed))
+        out_image, out_mask = geometry(image, mask, np.random.default_rng(seed))
         assert out_image.dtype == np.uint8 and out_mask.dtype == np.uint8
-        assert (out_image[..., 0] == out_mask * 100).mean() > 0.85
+        padded = out_mask == 255  # zoomed out: grey image, ignored mask
+        assert (out_image[padded] == 128).all()
+        values, labels = out_image[..., 0][~padded], out_mask[~padded]
+        flat = np.isin(values, (100, 200))  # away from edges (bicubic vs nearest there)
+        assert flat.mean() > 0.5 and (values[flat] == labels[flat] * 100).mean() > 0.97

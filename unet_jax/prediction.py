@@ -138,7 +138,7 @@ class Predictor:
     def probabilities(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """(H, W, classes) float32 probabilities of each uint8 (H, W, C) image."""
         canvases = [self.canvas(self._channels(im)) for im in images]
-        outputs = self._run([c for c, _ in canvases])
+        outputs = self.canvas_probabilities([c for c, _ in canvases])
         return [self._back(p, box, im.shape[:2]) for p, (_, box), im in zip(outputs, canvases, images)]
 
     def _channels(self, image: np.ndarray) -> np.ndarray:
@@ -160,7 +160,8 @@ class Predictor:
             probs = probs[top:top + nh, left:left + nw]
         return bilinear(probs, shape)
 
-    def _run(self, canvases: list[np.ndarray]) -> list[np.ndarray]:
+    def canvas_probabilities(self, canvases: list[np.ndarray]) -> list[np.ndarray]:
+        """Probabilities of fitted canvases (`canvas`), window by window, blended."""
         s = self.rule.shrink // 2
         jobs, accumulators = {}, []
         for index, canvas in enumerate(canvases):
