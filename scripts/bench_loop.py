@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+AUGMENT = "basic"  # RandomResizedCrop + horizontal flip, in both loops
+
 
 def make_folder(root: Path, train: int, val: int, size=(500, 375), classes: int = 4) -> None:
     """`root/{train,val}/{images,masks}`: JPEG photos-like shapes and PNG class masks."""
@@ -39,7 +41,7 @@ def jax_loop(args, root: Path, threads: int) -> float:
     with tempfile.TemporaryDirectory() as workdir:
         cfg = TrainConfig(arch=args.arch, model=args.model, num_classes=args.classes,
                           data=f"folder:{root}", image_size=args.size, batch_size=args.batch,
-                          epochs=2, augment=True, optimizer="sgd", lr=0.01, weight_decay=0.0,
+                          epochs=2, augment=AUGMENT, optimizer="sgd", lr=0.01, weight_decay=0.0,
                           schedule="constant", loss="ce", data_threads=threads,
                           progress=False, workdir=workdir, log_every=args.log_every)
         return train(cfg)["train_images_per_s"]
@@ -79,17 +81,17 @@ class TorchFolder:
     """The same samples and augmentation as the JAX loop, as torch tensors."""
 
     def __init__(self, root: Path, size: int, classes: int, seed: int = 0):
-        from unet_jax.data import ImageFolders
-        self.data, self.seed, self.epoch = ImageFolders(str(root / "train"), classes, size, size), seed, 0
+        from unet_jax import augment, data, layouts
+        pairs = tuple(layouts.detect(root).splits["train"])
+        self.data, self.seed, self.epoch = data.FileDataset(pairs, classes, size, size), seed, 0
+        self.augment = augment.pipeline(AUGMENT)
 
     def __len__(self):
         return len(self.data)
 
     def __getitem__(self, i):
         import torch
-
-        from unet_jax.augment import flip_and_scaled_crop
-        image, mask = flip_and_scaled_crop(*self.data[i], np.random.default_rng([self.seed, self.epoch, i]))
+        image, mask = self.augment(*self.data[i], np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(np.array(image)).permute(2, 0, 1), torch.from_numpy(np.array(mask)).long()
 
 

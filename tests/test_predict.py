@@ -98,8 +98,9 @@ def test_predict_and_evaluate_commands(tmp_path, capsys):
             Image.fromarray(mask).save(root / split / "masks" / f"{i}.png")
     (root / "val" / "images" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     out = tmp_path / "pred"
-    code = main(["predict", str(checkpoint), str(root / "val" / "images"), str(root / "train" / "images" / "*.png"),
-                 "-o", str(out), "--probabilities", "--overlay", "2", "--no-progress"])
+    inputs = [str(root / "val" / "images"), str(root / "train" / "images" / "*.png")]
+    code = main(["predict", str(checkpoint), *inputs, "-o", str(out), "--probabilities",
+                 "--overlay", "2", "--no-progress"])
     assert code == 2 and "broken.jpg: not a readable image" in capsys.readouterr().err
     written = sorted(p.name for p in out.glob("*.png"))
     assert len(written) == 12 and "0-2.png" in written  # same-named inputs kept apart
