@@ -11,7 +11,7 @@ import torch
 
 import unet_jax
 from parity import harness
-from unet_jax import data, metrics, registry, train
+from unet_jax import metrics, presets, registry, train
 from unet_jax.convert.api import to_torch_state_dict
 
 TINY = dict(arch="imgseg_unet", model={"base_width": 4}, num_classes=3, image_size=32,
@@ -41,7 +41,7 @@ def test_validation_smaller_than_a_batch_scores_every_sample(run):
     val = train.make_datasets(cfg)[1]
     images = np.stack([val[i][0] for i in range(len(val))])
     masks = np.stack([val[i][1] for i in range(len(val))])
-    logits = model(data.to_float(images))  # the datasets hold uint8 images
+    logits = model(presets.get(cfg.preprocess).normalize(images))  # uint8 as the trainer sees it
     cm = metrics.confusion_matrix(metrics.predictions(logits), masks, 3, 255)
     assert int(np.asarray(cm).sum()) == 6 * 32 * 32
     assert rows[-1]["miou"] == pytest.approx(metrics.summarize(np.asarray(cm))["miou"], abs=1e-6)

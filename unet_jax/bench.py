@@ -279,6 +279,9 @@ def main(args) -> int:
     # As for every CLI command (UNET_JAX_KEEP_FREED_MEMORY=0 opts out); process-wide, so
     # torch, timed in the same process, runs with it too.
     kept = host_memory.keep_freed_memory()
+    if args.predict:
+        from unet_jax import bench_predict
+        return bench_predict.main(args)
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                                      args.xla_flags]))
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
@@ -316,3 +319,8 @@ def add_flags(parser) -> None:
                         help="device peak for model FLOP utilisation (default: known GPUs' "
                              "dense tensor-core peak for the dtype)")
     parser.add_argument("--json", help="write the rows as JSON to this file")
+    parser.add_argument("--predict", action="store_true",
+                        help="prediction throughput instead (unet_jax/bench_predict.py): the first "
+                             "of --archs (default vgg16_unet)")
+    parser.add_argument("--photos", type=int, default=8, help="--predict: 500x375 photos")
+    parser.add_argument("--tile", type=int, default=1024, help="--predict: sliding-window tile")

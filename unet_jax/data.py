@@ -3,7 +3,7 @@ files in the upstreams' layouts (`unet_jax.layouts`), and tensorflow-datasets; b
 deterministically with grain.
 
 A sample is `(image uint8 HxWxC, mask uint8 HxW of class ids)`; 255 marks pixels to
-ignore. Images travel to the devices as uint8 and become [0, 1] floats there (`to_float`).
+ignore. Images travel to the devices as uint8 and are normalised there (`unet_jax.presets`).
 Batches of epoch `e` are a grain `MapDataset` shuffled with seed `seed + e`, so any
 (epoch, step) is addressable: resuming needs only the step counter. Each process reads and
 decodes only its own rows of every global batch, in background threads with prefetch.
@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Protocol
 
 import grain
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from unet_jax import imageio
@@ -167,14 +165,6 @@ class TFDS:
         mask = Image.fromarray(item["segmentation_mask"][..., 0]).resize(size, Image.NEAREST)
         mask = np.asarray(mask, np.int64) + self.label_offset
         return np.asarray(image, np.uint8), mask.astype(np.uint8)
-
-
-def to_float(images: jax.Array, dtype=jnp.float32) -> jax.Array:
-    """uint8 images as [0, 1] floats in `dtype` (on the device, inside the compiled step);
-    float images unchanged but for the dtype."""
-    if images.dtype == jnp.uint8:
-        return (images.astype(jnp.float32) * (1 / 255)).astype(dtype)
-    return images.astype(dtype)
 
 
 def epoch_samples(dataset: Dataset, batch_size: int, *, epoch: int, seed: int,

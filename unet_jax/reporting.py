@@ -57,7 +57,7 @@ class Logger:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from unet_jax import data, losses, metrics
+        from unet_jax import losses, metrics, presets
         rows = [json.loads(line) for line in (self.workdir / "metrics.jsonl").read_text().splitlines()]
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
         epochs = [r["epoch"] for r in rows]
@@ -74,7 +74,8 @@ class Logger:
         model.eval()
         samples = [dataset[i] for i in range(min(count, len(dataset)))]
         images = np.stack([s[0] for s in samples])
-        logits = _last_head(model, data.to_float(jnp.asarray(images)))
+        x = presets.get(cfg.preprocess or "unit").normalize(jnp.asarray(images))
+        logits = _last_head(model, x)
         pred = np.asarray(metrics.predictions(logits))
         truth = np.asarray(losses.center_crop_mask(np.stack([s[1] for s in samples]),
                                                    pred.shape[1], pred.shape[2]))
