@@ -1,22 +1,27 @@
-"""Training augmentation, named by one string: ops joined by "+", or a preset.
+"""Training augmentation, named by one string: ops joined by "+", or a preset; run by
+albumentations (image bilinear, mask nearest; the result keeps the training size).
 
-Ops (image bilinear / bicubic, mask nearest; all keep the training size):
-  scale(a,b)     zoom by a factor drawn log-uniformly from [a, b]
-  jitter(j)      aspect ratio times rand(1-j, 1+j) / rand(1-j, 1+j) (bubbliiiing)
-  crop           back to the training size at a random position (padding: grey image,
-                 ignored mask); without it, zoomed samples are centre-cropped / padded
-  resized_crop   torchvision RandomResizedCrop(scale=(0.5, 1), ratio=(3/4, 4/3))
+Ops:
+  scale(a,b)     zoom by a factor drawn uniformly from [a, b] (`RandomScale`)
+  jitter(j)      stretch the width by 1 + U(-j, j) in place (`Affine`; bubbliiiing's aspect jitter)
+  crop           back to the training size at a random position (`PadIfNeeded` + `RandomCrop`;
+                 grey image / ignored mask where a zoomed-out sample is padded); without it,
+                 zoomed samples are centre-cropped / padded
+  resized_crop   `RandomResizedCrop(scale=(0.5, 1), ratio=(3/4, 4/3))`, as torchvision's
   hflip, vflip   flips with probability 0.5
-  hsv(h,s,v)     bubbliiiing's colour jitter: hue, saturation and value scaled by 1 + U(-x, x)
-Presets: PRESETS below. Every random draw comes from the generator passed in, seeded per
-sample by (seed, epoch, position), so a sample's augmentation is fixed and resume is exact.
-Written with numpy and Pillow rather than albumentations (see README, Augmentation).
+  hsv(h,s,v)     colour jitter as bubbliiiing's: hue shifted by up to h of the circle,
+                 saturation and value scaled by 1 + U(-s, s), 1 + U(-v, v) (`ColorJitter`)
+Presets: PRESETS below. Each sample's transform is seeded from the generator passed in
+(seeded per sample by (seed, epoch, position)), on a pipeline object owned by the calling
+thread, so a sample's augmentation is fixed whichever grain thread runs it: resume is exact.
 """
 
 import re
+import threading
 
+import albumentations as A
+import cv2
 import numpy as np
-from PIL import Image
 
 from unet_jax.imageio import LETTERBOX_FILL
 
@@ -57,97 +62,57 @@ def parse(spec: str) -> list[tuple[str, tuple[float, ...]]]:
     return ops
 
 
-def _resize(image: np.ndarray, mask: np.ndarray, h: int, w: int, box=None):
-    channels = image.shape[-1]
-    pil = Image.fromarray(image if channels > 1 else image[..., 0])
-    image = np.asarray(pil.resize((w, h), Image.BICUBIC, box=box)).reshape(h, w, channels)
-    return image, np.asarray(Image.fromarray(mask).resize((w, h), Image.NEAREST, box=box))
-
-
-def _place(image, mask, size, rng):
-    """Crop or pad (image grey, mask ignored) to `size`; random offsets with `rng`, else centred."""
-    (h, w), (th, tw) = mask.shape, size
-    out_i = np.full((th, tw, image.shape[-1]), LETTERBOX_FILL, np.uint8)
-    out_m = np.full((th, tw), IGNORE, np.uint8)
-
-    def offsets(n, t):  # (source start, target start, length)
-        shift = int(rng.integers(0, abs(n - t) + 1)) if rng is not None else abs(n - t) // 2
-        return (shift, 0, t) if n >= t else (0, shift, n)
-
-    (sy, ty, ly), (sx, tx, lx) = offsets(h, th), offsets(w, tw)
-    out_i[ty:ty + ly, tx:tx + lx] = image[sy:sy + ly, sx:sx + lx]
-    out_m[ty:ty + ly, tx:tx + lx] = mask[sy:sy + ly, sx:sx + lx]
-    return out_i, out_m
-
-
-def _resized_crop(image, mask, rng, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
-    h, w = mask.shape
-    area = rng.uniform(*scale) * h * w
-    aspect = np.exp(rng.uniform(*np.log(ratio)))
-    ch = int(min(h, max(1, round(np.sqrt(area / aspect)))))
-    cw = int(min(w, max(1, round(np.sqrt(area * aspect)))))
-    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    return _resize(image, mask, h, w, box=(left, top, left + cw, top + ch))
-
-
-def _hsv(image, rng, gains):
-    """bubbliiiing's HSV lookup tables (Pillow's HSV: hue in 0..255 wraps around)."""
-    if image.shape[-1] != 3:
-        return image
-    r = rng.uniform(-1, 1, 3) * np.asarray(gains) + 1
-    x = np.arange(256, dtype=np.float64)
-    luts = [((x * r[0]) % 256).astype(np.uint8), np.clip(x * r[1], 0, 255).astype(np.uint8),
-            np.clip(x * r[2], 0, 255).astype(np.uint8)]
-    hsv = np.asarray(Image.fromarray(image).convert("HSV"))
-    hsv = np.stack([lut[hsv[..., c]] for c, lut in enumerate(luts)], -1)
-    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
-
-
-def apply(ops, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """`ops` (from `parse`) applied to a uint8 (H, W, C) image and its (H, W) mask; the
-    result has their size."""
-    size = mask.shape
-    zoom_y = zoom_x = 1.0
+def _transforms(ops, size: tuple[int, int], channels: int) -> list:
+    h, w = size
+    fill = dict(border_mode=cv2.BORDER_CONSTANT, fill=LETTERBOX_FILL, fill_mask=IGNORE)
+    out, zoomed = [], False
     for name, args in ops:
-        if name == "jitter":
-            j = args[0]
-            aspect = rng.uniform(1 - j, 1 + j) / rng.uniform(1 - j, 1 + j)
-            zoom_x, zoom_y = zoom_x * np.sqrt(aspect), zoom_y / np.sqrt(aspect)
-        elif name == "scale":
-            s = float(np.exp(rng.uniform(np.log(args[0]), np.log(args[1]))))
-            zoom_y, zoom_x = zoom_y * s, zoom_x * s
+        if name == "scale":
+            out.append(A.RandomScale(scale_limit=(args[0] - 1, args[1] - 1), p=1.0))
+            zoomed = True
+        elif name == "jitter":
+            out.append(A.Affine(scale={"x": (1 - args[0], 1 + args[0]), "y": (1.0, 1.0)},
+                                keep_ratio=False, p=1.0, **fill))
         elif name == "crop":
-            image, mask = _zoom(image, mask, size, zoom_y, zoom_x)
-            zoom_y = zoom_x = 1.0
-            image, mask = _place(image, mask, size, rng)
+            out += [A.PadIfNeeded(h, w, position="random", **fill), A.RandomCrop(h, w)]
+            zoomed = False
         elif name == "resized_crop":
-            image, mask = _resized_crop(image, mask, rng)
-        elif name in ("hflip", "vflip") and rng.random() < 0.5:
-            axis = 1 if name == "hflip" else 0
-            image, mask = np.flip(image, axis), np.flip(mask, axis)
-        elif name == "hsv":
-            image = _hsv(np.ascontiguousarray(image), rng, args)
-    image, mask = _zoom(image, mask, size, zoom_y, zoom_x)
-    if mask.shape != size:
-        image, mask = _place(image, mask, size, None)
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+            out.append(A.RandomResizedCrop((h, w), scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)))
+        elif name == "hflip":
+            out.append(A.HorizontalFlip(p=0.5))
+        elif name == "vflip":
+            out.append(A.VerticalFlip(p=0.5))
+        elif name == "hsv" and channels == 3:
+            hue, sat, val = args
+            out.append(A.ColorJitter(brightness=(1 - val, 1 + val), contrast=(1.0, 1.0),
+                                     saturation=(1 - sat, 1 + sat), hue=(-hue, hue), p=1.0))
+    if zoomed:
+        out += [A.PadIfNeeded(h, w, position="center", **fill), A.CenterCrop(h, w)]
+    return out
 
 
-def _zoom(image, mask, size, zoom_y, zoom_x):
-    if zoom_y == zoom_x == 1.0:
-        return image, mask
-    h, w = (max(1, round(n * z)) for n, z in zip(size, (zoom_y, zoom_x)))
-    return _resize(image, mask, h, w)
+class _PerThread(threading.local):
+    def __init__(self):
+        self.composes = {}
 
 
 def pipeline(spec: str):
-    """`augment(image, mask, rng)` for `spec`, or None when it names no op."""
+    """`augment(image, mask, rng)` for `spec` (uint8 (H, W, C) image, (H, W) mask; same size
+    out), or None when it names no op."""
     ops = parse(spec)
     if not ops:
         return None
+    cv2.setNumThreads(1)  # the parallelism is grain's threads, one sample each
+    local = _PerThread()
 
     def augment(image, mask, rng):
-        return apply(ops, image, mask, rng)
+        key = (mask.shape, image.shape[-1])
+        if key not in local.composes:
+            local.composes[key] = A.Compose(_transforms(ops, *key))
+        compose = local.composes[key]
+        compose.set_random_seed(int(rng.integers(2**32)))
+        out = compose(image=image, mask=mask)
+        image_out = out["image"].reshape(*mask.shape, image.shape[-1])
+        return np.ascontiguousarray(image_out), np.ascontiguousarray(out["mask"])
 
     return augment
