@@ -41,7 +41,7 @@ def jax_loop(args, root: Path, threads: int) -> float:
     with tempfile.TemporaryDirectory() as workdir:
         cfg = TrainConfig(arch=args.arch, model=args.model, num_classes=args.classes,
                           data=f"folder:{root}", image_size=args.size, batch_size=args.batch,
-                          epochs=2, augment=AUGMENT, optimizer="sgd", lr=0.01, weight_decay=0.0,
+                          epochs=2, augment=args.augment, optimizer="sgd", lr=0.01, weight_decay=0.0,
                           schedule="constant", loss="ce", data_threads=threads,
                           progress=False, workdir=workdir, log_every=args.log_every)
         return train(cfg)["train_images_per_s"]
@@ -80,17 +80,20 @@ def torch_model(args):
 class TorchFolder:
     """The same samples and augmentation as the JAX loop, as torch tensors."""
 
-    def __init__(self, root: Path, size: int, classes: int, seed: int = 0):
-        from unet_jax import augment, data, layouts
+    def __init__(self, root: Path, size: int, classes: int, spec: str, seed: int = 0):
+        from unet_jax import data, layouts
         pairs = tuple(layouts.detect(root).splits["train"])
         self.data, self.seed, self.epoch = data.FileDataset(pairs, classes, size, size), seed, 0
-        self.augment = augment.pipeline(AUGMENT)
+        self.spec, self.augment = spec, None  # built in each worker process
 
     def __len__(self):
         return len(self.data)
 
     def __getitem__(self, i):
         import torch
+
+        from unet_jax import augment
+        self.augment = self.augment or augment.pipeline(self.spec)
         image, mask = self.augment(*self.data[i], np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(np.array(image)).permute(2, 0, 1), torch.from_numpy(np.array(mask)).long()
 
@@ -99,7 +102,7 @@ def torch_loop(args, root: Path) -> float:
     import torch
     model = torch_model(args)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    dataset = TorchFolder(root, args.size, args.classes)
+    dataset = TorchFolder(root, args.size, args.classes, args.augment)
     loader = torch.utils.data.DataLoader(dataset, args.batch, shuffle=True, drop_last=True,
                                          num_workers=args.torch_workers,
                                          persistent_workers=args.torch_workers > 0,
@@ -116,6 +119,20 @@ def torch_loop(args, root: Path) -> float:
             seen += len(images)
         rate = seen / (time.perf_counter() - t0)
     return rate
+
+
+def pipeline_only(args, root: Path, threads: int) -> float:
+    """Images/s of the JAX loop's input pipeline alone (decode, fit, augment, batch in grain
+    threads), over one epoch of the training split."""
+    from unet_jax import augment, data, layouts
+    pairs = tuple(layouts.detect(root).splits["train"])
+    dataset = data.FileDataset(pairs, args.classes, args.size, args.size)
+    samples = data.epoch_samples(dataset, args.batch, epoch=0, seed=0,
+                                 augment=augment.pipeline(args.augment))
+    start, seen = time.perf_counter(), 0
+    for batch in data.prefetched(samples, args.batch, 0, threads):
+        seen += len(batch["image"])
+    return seen / (time.perf_counter() - start)
 
 
 def torch_step_only(args) -> float:
@@ -147,6 +164,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--images", type=int, default=48, help="training images (val: 4)")
     p.add_argument("--steps", type=int, default=10, help="step-only timing steps")
+    p.add_argument("--augment", default=AUGMENT, help="augmentation string of both loops")
     p.add_argument("--threads", type=int, nargs="+", default=[4], help="JAX data_threads to try")
     p.add_argument("--torch-workers", type=int, default=2)
     p.add_argument("--log-every", type=int, default=10)
@@ -160,6 +178,8 @@ def main() -> int:
         make_folder(root, args.images, 4)
         result = {"arch": args.arch, "model": args.model, "size": args.size, "batch": args.batch,
                   "images": args.images}
+        for threads in args.threads:
+            result[f"pipeline_threads{threads}"] = pipeline_only(args, root, threads)
         result["jax_step_only"] = jax_step_only(args)
         for threads in args.threads:
             result[f"jax_loop_threads{threads}"] = jax_loop(args, root, threads)
@@ -175,6 +195,9 @@ def main() -> int:
           f"{result['torch_loop'] / result['torch_step_only']:.0%} |")
     print(f"step-only: JAX {result['jax_step_only']:.2f}, torch {result['torch_step_only']:.2f} "
           f"images/s; best JAX loop / torch loop: {best / result['torch_loop']:.2f}x")
+    print("input pipeline alone (images/s): " + ", ".join(
+        f"{k[9:].replace('threads', 'data_threads=')} {v:.1f}" for k, v in result.items()
+        if k.startswith("pipeline")))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
