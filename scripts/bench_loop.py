@@ -93,7 +93,7 @@ class TorchFolder:
         import torch
 
         from unet_jax import augment
-        self.augment = self.augment or augment.pipeline(self.spec)
+        self.augment = self.augment or augment.pipeline(self.spec) or (lambda *sample: sample[:2])
         image, mask = self.augment(*self.data[i], np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(np.array(image)).permute(2, 0, 1), torch.from_numpy(np.array(mask)).long()
 
@@ -164,7 +164,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--images", type=int, default=48, help="training images (val: 4)")
     p.add_argument("--steps", type=int, default=10, help="step-only timing steps")
-    p.add_argument("--augment", default=AUGMENT, help="augmentation string of both loops")
+    p.add_argument("--augment", default=AUGMENT, help="augmentation string of both loops (none: off)")
     p.add_argument("--threads", type=int, nargs="+", default=[4], help="JAX data_threads to try")
     p.add_argument("--torch-workers", type=int, default=2)
     p.add_argument("--log-every", type=int, default=10)
@@ -177,7 +177,7 @@ def main() -> int:
         root = Path(tmp)
         make_folder(root, args.images, 4)
         result = {"arch": args.arch, "model": args.model, "size": args.size, "batch": args.batch,
-                  "images": args.images}
+                  "images": args.images, "augment": args.augment}
         for threads in args.threads:
             result[f"pipeline_threads{threads}"] = pipeline_only(args, root, threads)
         result["jax_step_only"] = jax_step_only(args)

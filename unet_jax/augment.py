@@ -19,8 +19,6 @@ thread, so a sample's augmentation is fixed whichever grain thread runs it: resu
 import re
 import threading
 
-import albumentations as A
-import cv2
 import numpy as np
 
 from unet_jax.imageio import LETTERBOX_FILL
@@ -62,7 +60,18 @@ def parse(spec: str) -> list[tuple[str, tuple[float, ...]]]:
     return ops
 
 
+def _albumentations():
+    try:
+        import albumentations
+        import cv2
+    except ImportError as e:
+        raise ImportError("augmentation needs albumentations: pip install 'albumentations>=2.0.8,<3' "
+                          f"({e})") from e
+    return albumentations, cv2
+
+
 def _transforms(ops, size: tuple[int, int], channels: int) -> list:
+    A, cv2 = _albumentations()
     h, w = size
     fill = dict(border_mode=cv2.BORDER_CONSTANT, fill=LETTERBOX_FILL, fill_mask=IGNORE)
     out, zoomed = [], False
@@ -102,6 +111,7 @@ def pipeline(spec: str):
     ops = parse(spec)
     if not ops:
         return None
+    A, cv2 = _albumentations()
     cv2.setNumThreads(1)  # the parallelism is grain's threads, one sample each
     local = _PerThread()
 
