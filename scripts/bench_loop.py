@@ -113,7 +113,7 @@ def torch_loop(args, root: Path) -> float:
         dataset.epoch, seen, t0 = epoch, 0, time.perf_counter()
         for images, masks in loader:
             opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(images.float() / 255), masks)
+            loss = torch.nn.functional.cross_entropy(model(images.float() / 255), masks, ignore_index=255)
             loss.backward()
             opt.step()
             seen += len(images)

@@ -141,16 +141,16 @@ def test_freezing_needs_a_backbone(tmp_path):
         train(TrainConfig(**dict(SMALL, freeze_backbone_epochs=1, workdir=str(tmp_path))))
 
 
-def test_deep_supervision_and_cropped_outputs_train(tmp_path, monkeypatch):
+@pytest.mark.parametrize("arch, model, size", [
+    ("unetpp", {"base_width": 4, "deep_supervision": True}, 32),
+    ("labml_unet", {"base_width": 4}, 40),
+    ("semseg_unet", {"feature_scale": 32}, 188)])
+def test_deep_supervision_and_cropped_outputs_train(tmp_path, monkeypatch, arch, model, size):
     """Run as GPUs/TPUs run it (plain ops: UNET_JAX_CPU_KERNELS=0), which also compiles faster."""
     monkeypatch.setenv("UNET_JAX_CPU_KERNELS", "0")
-    for arch, model, size in (("unetpp", {"base_width": 4, "deep_supervision": True}, 32),
-                              ("labml_unet", {"base_width": 4}, 40),
-                              ("semseg_unet", {"feature_scale": 32}, 188)):
-        summary = train(TrainConfig(**dict(SMALL, arch=arch, model=model, image_size=size,
-                                           epochs=1, loss="ce+0.5*dice",
-                                           workdir=str(tmp_path / arch))))
-        assert np.isfinite(summary["train_loss"]) and 0 <= summary["miou"] <= 1, arch
+    summary = train(TrainConfig(**dict(SMALL, arch=arch, model=model, image_size=size,
+                                       epochs=1, loss="ce+0.5*dice", workdir=str(tmp_path / arch))))
+    assert np.isfinite(summary["train_loss"]) and 0 <= summary["miou"] <= 1, arch
 
 
 def test_bad_options_are_named():

@@ -57,6 +57,10 @@ def test_workdir_loads_best_and_latest_and_records_the_model(run):
         np.testing.assert_array_equal(v, final[k])
     best = unet_jax.load(workdir)
     assert best.config == latest.config
+    # the preset and size it was trained with travel: workdir, saved model
+    assert (presets.recorded(best), presets.recorded_size(best)) == ("imgseg", (32, 32))
+    saved = unet_jax.load(unet_jax.save(best, workdir.parent / "saved"))
+    assert (presets.recorded(saved), presets.recorded_size(saved)) == ("imgseg", (32, 32))
     with pytest.raises(ValueError, match="which must be one of best, latest"):
         unet_jax.load(workdir, which="last")
 

@@ -304,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         compile_cache.enable()
     from unet_jax.convert.engine import ConversionError
     from unet_jax.convert.io import CheckpointError
+    from unet_jax.train import NonFiniteLossError
     try:
         return args.fn(args)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (ConversionError, CheckpointError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -170,8 +170,8 @@ def _prediction_flags(p) -> None:
     p.add_argument("--fit", default="", choices=["", *predict_lib.FITS],
                    help="letterbox / resize to --size, or pad to a size the arch takes and crop "
                         "back (default: the preset's)")
-    p.add_argument("--size", type=_size, help="letterbox / resize target HxW (default: the preset's, "
-                                              "else the arch's training size)")
+    p.add_argument("--size", type=_size, help="letterbox / resize target HxW (default: the model's "
+                                              "training size, else the preset's, else the arch's)")
     p.add_argument("--tile", type=int, default=1024,
                    help=f"sides up to TILE are padded to a multiple of {predict_lib.BUCKET} (then a "
                         "size the arch takes): at most (TILE/128)^2 compiled shapes; longer sides "

@@ -36,7 +36,7 @@ BLENDS = ("linear", "gaussian")
 class Options:
     preprocess: str = ""  # preset name ("": the model's recorded one)
     fit: str = ""  # letterbox | resize | pad ("": the preset's)
-    size: tuple[int, int] | None = None  # letterbox / resize target (None: preset's, else training size)
+    size: tuple[int, int] | None = None  # letterbox / resize size (None: the model's, the preset's)
     tile: int = 1024  # canvas sides longer than this are cut into overlapping windows
     overlap: float = 0.25  # window overlap, a fraction of the window
     blend: str = "gaussian"  # linear | gaussian: weights where windows overlap
@@ -96,7 +96,8 @@ class Predictor:
         self.preset = presets.get(options.preprocess or presets.recorded(model))
         self.fit = options.fit or self.preset.fit
         default = self.arch.train_defaults.get("image_size", registry.TRAIN_DEFAULTS["image_size"])
-        self.size = tuple(options.size or self.preset.size or (default, default))
+        self.size = tuple(options.size or presets.recorded_size(model) or self.preset.size
+                          or (default, default))
         if self.fit in ("letterbox", "resize") and not all(map(self.rule.valid, self.size)):
             raise ValueError(f"{self.fit} size {self.size[0]}x{self.size[1]}: {self.arch.name} "
                              f"takes sizes {self.rule.describe()}")

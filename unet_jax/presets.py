@@ -58,9 +58,12 @@ def get(name: str) -> Preset:
     return PRESETS[name]
 
 
-def record(model, name: str):
-    """Mark `model` as expecting preset `name`; returns the model."""
+def record(model, name: str, size=None):
+    """Mark `model` as expecting preset `name` (and, if given, input size (h, w): a trained
+    model's training size, where predict letterboxes / resizes); returns the model."""
     model.preprocess = get(name).name
+    if size:
+        model.input_size = tuple(int(n) for n in size)
     return model
 
 
@@ -68,6 +71,15 @@ def recorded(model) -> str:
     """The preset `model` records, else its arch's upstream default."""
     from unet_jax import registry
     return getattr(model, "preprocess", None) or registry.arch_of_config(model.config).preprocess
+
+
+def recorded_size(model) -> tuple[int, int] | None:
+    return getattr(model, "input_size", None)
+
+
+def carry_over(source, target):
+    """`target` recording what `source` records; returns `target`."""
+    return record(target, recorded(source), recorded_size(source))
 
 
 def describe() -> str:

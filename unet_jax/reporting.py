@@ -2,6 +2,7 @@
 no TensorFlow), and at the end PNGs of the curves and of input / truth / prediction."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,18 @@ from unet_jax.inference import inference_jit
 def _last_head(model, images):
     out = model(images)
     return out[-1] if isinstance(out, list) else out
+
+
+def read_metrics(workdir: Path) -> list[dict]:
+    """The epoch records of `workdir/metrics.jsonl` (a line torn by a kill is dropped)."""
+    path = Path(workdir) / "metrics.jsonl"
+    records = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 class Logger:
@@ -39,8 +52,13 @@ class Logger:
     def epoch(self, summary: dict) -> None:
         if not self.enabled:
             return
-        with open(self.workdir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(summary) + "\n")
+        # rewritten whole and replaced atomically: a rerun after a kill re-validates an epoch
+        # it had logged but not checkpointed, and its record replaces the earlier one
+        kept = [r for r in read_metrics(self.workdir) if r["epoch"] < summary["epoch"]]
+        path = self.workdir / "metrics.jsonl"
+        staging = path.with_name(path.name + ".tmp")
+        staging.write_text("".join(json.dumps(r) + "\n" for r in [*kept, summary]))
+        os.replace(staging, path)
         self.scalars(summary["step"], {f"val/{k}": v for k, v in summary.items()
                                        if isinstance(v, float)})
         print(f"epoch {summary['epoch']:>3}  train loss {summary['train_loss']:.4f}  "

@@ -51,16 +51,17 @@ def save(model: nnx.Module, directory: str | Path) -> Path:
 
 
 def model_metadata(model_or_config) -> dict:
-    """{"format", "arch", "config", "num_classes", "in_channels", "preprocess"} of a model
-    or config (a config: its arch's upstream preset)."""
+    """{"format", "arch", "config", "num_classes", "in_channels", "preprocess", "input_size"}
+    of a model or config (a config: its arch's upstream preset, no size)."""
     config = getattr(model_or_config, "config", model_or_config)
     arch = registry.arch_of_config(config)
     values = dataclasses.asdict(config)
-    preprocess = (presets.recorded(model_or_config) if hasattr(model_or_config, "config")
-                  else arch.preprocess)
+    is_model = hasattr(model_or_config, "config")
+    size = presets.recorded_size(model_or_config) if is_model else None
     return {"format": FORMAT, "arch": arch.name, "config": values,
             **{uniform: values[upstream] for uniform, upstream in arch.uniform.items()},
-            "preprocess": preprocess}
+            "preprocess": presets.recorded(model_or_config) if is_model else arch.preprocess,
+            "input_size": list(size) if size else None}
 
 
 def config_from_metadata(meta: dict, where: Path):
@@ -164,6 +165,7 @@ def load_with_info(path: str | Path, *, arch: str | None = None, which: str = "b
         graphdef, abstract = _abstract(config)
         state = ocp.StandardCheckpointer().restore(directory / "state", abstract)
         model, info = nnx.merge(graphdef, state), f"saved model {directory}"
-    presets.record(model, meta.get("preprocess") or spec.preprocess)
+    trained = meta.get("image_size") and (meta["image_size"],) * 2  # a workdir's run.json
+    presets.record(model, meta.get("preprocess") or spec.preprocess, meta.get("input_size") or trained)
     model.eval()
     return model, info

@@ -44,7 +44,7 @@ def open_model(source: str | os.PathLike | Mapping, arch: str | None = None, *,
     options = {**dataclasses.asdict(saved.config), **config}
     model, report, state = load_torch_with_report(to_torch_state_dict(saved), spec.name,
                                                   dtype=dtype, **options)
-    presets.record(model, presets.recorded(saved))
+    presets.carry_over(saved, model)
     report["notes"].insert(0, info)
     return model, report, state
 
@@ -74,5 +74,5 @@ def adapt(model: nnx.Module, *, seed: int = 0, **changes) -> tuple[nnx.Module, l
                            if layer(k) == name and not k.endswith("num_batches_tracked"))
         lines.append(f"re-initialised {name} ({shapes})")
     adapted, _, _ = load_torch_with_report(merged, arch.name, **dataclasses.asdict(target))
-    return presets.record(adapted, presets.recorded(model)), lines
+    return presets.carry_over(model, adapted), lines
 

@@ -6,9 +6,11 @@ sharded `P("data")` over `jax.make_mesh((n,), ("data",))`, the state replicated;
 simulated CPU devices and N hosts run the same program.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
+import math
 import signal
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import unet_jax
-from unet_jax import augment, layouts, losses, metrics, presets, registry, saving
+from unet_jax import augment, faults, layouts, losses, metrics, presets, registry, saving, workdir_lock
 from unet_jax import data as data_lib
 from unet_jax.inference import inference_jit
 
@@ -71,7 +73,8 @@ class TrainConfig:
     keep: int = 2  # periodic checkpoints kept (the best by val mIoU is kept separately)
     stop_at_step: int = 0  # stop (with a checkpoint) after this many steps; 0 runs to the end
     progress: bool = True  # show a progress bar
-    log_every: int = 10  # steps between loss read-backs (progress bar, TensorBoard)
+    log_every: int = 10  # steps between loss read-backs (progress bar, TensorBoard, non-finite checks)
+    on_nonfinite: str = "stop"  # a NaN/Inf loss or gradient: stop (an error) | skip (the step, counted)
     data_threads: int = 4  # background threads decoding and augmenting batches (0: none)
     coordinator: str = ""  # multi-host: coordinator host:port (or JAX's environment variables)
     num_processes: int = 0  # multi-host: number of processes (0: from the environment)
@@ -79,7 +82,8 @@ class TrainConfig:
 
     def __post_init__(self):
         choices = {"optimizer": ("sgd", "adam", "adamw"), "dtype": ("float32", "bfloat16"),
-                   "schedule": ("constant", "step", "cosine", "poly")}
+                   "schedule": ("constant", "step", "cosine", "poly"),
+                   "on_nonfinite": ("stop", "skip")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, "
@@ -188,7 +192,7 @@ def make_model(cfg: TrainConfig, source: nnx.Module | None = None) -> tuple[nnx.
             options["backbone_weights"] = cfg.backbone_weights
         model = unet_jax.create_model(cfg.arch, seed=cfg.seed, **options)
         model.train()
-        return presets.record(model, cfg.preprocess), []
+        return presets.record(model, cfg.preprocess, (cfg.image_size,) * 2), []
     from unet_jax.sources import adapt, adaptable_names
     spec = registry.arch_of_config(source.config)
     options = {spec.uniform.get(k, k): v for k, v in options.items()}
@@ -203,7 +207,8 @@ def make_model(cfg: TrainConfig, source: nnx.Module | None = None) -> tuple[nnx.
     model, lines = adapt(source, seed=cfg.seed,
                          **{k: v for k, v in options.items() if k in adaptable})
     model.train()
-    return presets.record(model, cfg.preprocess), [f"initialised from {cfg.init_from}"] + lines
+    return (presets.record(model, cfg.preprocess, (cfg.image_size,) * 2),
+            [f"initialised from {cfg.init_from}"] + lines)
 
 
 def backbone_names(model: nnx.Module) -> tuple[str, ...]:
@@ -301,13 +306,24 @@ def step_functions(cfg: TrainConfig):
     n_classes = max(cfg.num_classes, 2)
 
     def train_step(model, optimizer, images, labels):
+        """The loss, NaN where the loss or any gradient is not finite; with `on_nonfinite`
+        "skip" such a step leaves model and optimizer as they were."""
         def loss_fn(model):
             out = forward(model, images, dtype, cfg.remat, preset)
             return losses.segmentation_loss(out, labels, terms, cfg.ignore_index, head_weights)
 
+        # a copy of the values: the State's Variables are the model's own, updated below
+        before = (jax.tree.map(lambda v: v, nnx.state((model, optimizer)))
+                  if cfg.on_nonfinite == "skip" else None)
         loss, grads = nnx.value_and_grad(loss_fn)(model)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
+            [jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
         optimizer.update(model, grads)
-        return loss
+        if before is not None:
+            after = nnx.state((model, optimizer))
+            nnx.update((model, optimizer),
+                       jax.tree.map(lambda a, b: jnp.where(finite, a, b), after, before))
+        return jnp.where(finite, loss, jnp.nan)
 
     def eval_step(model, images, labels):
         out = forward(model, images, dtype, False, preset)
@@ -355,6 +371,7 @@ def evaluate(model, eval_step, dataset, cfg: TrainConfig, sharding) -> dict:
     for batch, real in padded_batches(dataset, cfg.batch_size, cfg.ignore_index, cfg.data_threads,
                                       jax.process_index(), jax.process_count()):
         loss, batch_cm = eval_step(model, *global_batch(batch, sharding))
+        faults.point("validation")
         cm = batch_cm if cm is None else cm + batch_cm
         losses_.append((loss, real))
     model.train()  # read back once, at the end
@@ -443,17 +460,25 @@ def _abstract(tree):
 
 
 def restore_checkpoint(manager, model, optimizer) -> dict | None:
-    """Restore the latest checkpoint into `model`/`optimizer`; its metadata, or None."""
-    step = manager.latest_step()
-    if step is None:
-        return None
-    restored = manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(_abstract(nnx.state(model))),
-        optimizer=ocp.args.StandardRestore(_abstract(nnx.state(optimizer))),
-        meta=ocp.args.JsonRestore()))
-    nnx.update(model, restored.model)
-    nnx.update(optimizer, restored.optimizer)
-    return restored.meta
+    """Restore the latest readable checkpoint into `model`/`optimizer`; its metadata, or
+    None. orbax commits a checkpoint by renaming it into place, so a kill mid-save leaves no
+    half-written step; one damaged afterwards (a truncated file, a missing item) is skipped
+    for the previous good one, with one line saying so."""
+    args = ocp.args.Composite(model=ocp.args.StandardRestore(_abstract(nnx.state(model))),
+                              optimizer=ocp.args.StandardRestore(_abstract(nnx.state(optimizer))),
+                              meta=ocp.args.JsonRestore())
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=args)
+        except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many kinds)
+            print(f"checkpoint step {step} in {manager.directory} is damaged, skipped and "
+                  f"removed ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
+            manager.delete(step)  # the rerun saves this step again
+            continue
+        nnx.update(model, restored.model)
+        nnx.update(optimizer, restored.optimizer)
+        return restored.meta
+    return None
 
 
 # Fields that define what a workdir's checkpoints hold: a rerun must not change them.
@@ -482,28 +507,27 @@ def claim_workdir(workdir: Path, cfg: TrainConfig, model: nnx.Module) -> None:
         partial.rename(path)
 
 
-def logged_epochs(workdir: Path) -> int:
-    """The last epoch recorded in metrics.jsonl (0 when there is none)."""
-    path = workdir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return max((json.loads(line)["epoch"] for line in lines if line.strip()), default=0)
-
-
 # ----------------------------------------------------------------------------- loop
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train (resuming from `workdir` when it holds a checkpoint); the last epoch's metrics."""
+    """Train (resuming from `workdir` when it holds a checkpoint); the last epoch's metrics.
+    The workdir is locked for the run (`unet_jax.workdir_lock`)."""
     maybe_initialize_distributed(cfg)
     cfg, source = resolve(cfg)
     workdir = Path(cfg.workdir).absolute()
-    mesh = make_mesh()
-    data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-
     model, init_lines = make_model(cfg, source)
     train_set, val_set = make_datasets(cfg, registry.uniform_option(model, "in_channels"))
     preflight(cfg, model, {"train": train_set, "val": val_set})
     workdir.mkdir(parents=True, exist_ok=True)
+    lock = workdir_lock.held(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return _train_in(workdir, cfg, model, init_lines, train_set, val_set)
+
+
+def _train_in(workdir: Path, cfg: TrainConfig, model, init_lines, train_set, val_set) -> dict:
+    mesh = make_mesh()
+    data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
     claim_workdir(workdir, cfg, model)
     for line in init_lines:
         print(line)
@@ -517,6 +541,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     meta = restore_checkpoint(periodic, model, optimizer)
     step = meta["step"] if meta else 0
     epoch_losses = list(meta["epoch_losses"]) if meta else []  # this epoch's, before the checkpoint
+    skipped = meta.get("skipped", 0) if meta else 0  # steps skipped as non-finite (on_nonfinite=skip)
     if meta:
         print(f"resumed from {workdir / 'checkpoints'} at step {step}")
     checkpoint_every = cfg.checkpoint_every or steps_per_epoch
@@ -535,11 +560,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         between its last step and its validation)."""
         nonlocal summary, epoch_losses
         epoch = step // steps_per_epoch
-        if step == 0 or step % steps_per_epoch or logged_epochs(workdir) >= epoch:
+        if step == 0 or step % steps_per_epoch:
             return
-        summary = {"epoch": epoch, "step": step, "train_loss": float(np.mean(epoch_losses)),
-                   **evaluate(model, eval_step, val_set, cfg, data_sharding)}
-        log.epoch(summary)
+        from unet_jax.reporting import read_metrics
+        logged = {r["epoch"]: r for r in read_metrics(workdir)}
+        if epoch in logged:  # validated before a kill: the same model, the same record
+            summary = logged[epoch]
+        else:
+            summary = {"epoch": epoch, "step": step, "train_loss": float(np.mean(epoch_losses)),
+                       **evaluate(model, eval_step, val_set, cfg, data_sharding)}
+            log.epoch(summary)
+            faults.point("logged")
         epoch_losses = []
         if step not in best.all_steps():  # a rerun may validate a step saved before
             save_checkpoint(best, step, model, None, {"step": step}, {"miou": summary["miou"]})
@@ -561,21 +592,30 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             seen, started = 0, time.perf_counter()
             for index, batch in zip(bar, batches):
                 pending.append(train_step(model, optimizer, *global_batch(batch, data_sharding)))
+                faults.point("step")
                 step += 1
                 seen += cfg.batch_size
                 checkpoint_due = (step % checkpoint_every == 0 or step == last_step
                                   or stop["requested"])
                 if step % cfg.log_every == 0 or index == steps_per_epoch - 1 or checkpoint_due:
-                    epoch_losses += [float(to_host(loss)) for loss in pending]
+                    read = [float(to_host(loss)) for loss in pending]
                     pending = []
+                    bad = [(step - len(read) + i + 1, v) for i, v in enumerate(read)
+                           if not math.isfinite(v)]
+                    if bad and cfg.on_nonfinite == "stop":
+                        raise NonFiniteLossError(bad[0], periodic.latest_step(), workdir)
+                    skipped += len(bad)
+                    epoch_losses += [v for v in read if math.isfinite(v)]
                     rate, lr = seen / (time.perf_counter() - started), float(lr_at(step))
-                    bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", lr=f"{lr:.2e}",
-                                    img_s=f"{rate:.1f}")
-                    log.scalars(step, {"train/loss": epoch_losses[-1], "train/lr": lr,
-                                       "train/images_per_s": rate})
+                    last = epoch_losses[-1] if epoch_losses else math.nan
+                    bar.set_postfix(loss=f"{last:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                    log.scalars(step, {"train/loss": last, "train/lr": lr,
+                                       "train/images_per_s": rate, "train/skipped_steps": skipped})
                 if checkpoint_due:
                     save_checkpoint(periodic, step, model, optimizer,
-                                    {"step": step, "epoch_losses": epoch_losses})
+                                    {"step": step, "epoch_losses": epoch_losses,
+                                     "skipped": skipped})
+                    faults.point("checkpoint")
                 if step == last_step or stop["requested"]:
                     break
             validate_if_due()
@@ -589,11 +629,26 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         best.close()
         log.close()
     if step == total_steps and jax.process_count() == 1:  # pictures need the whole model here
+        faults.point("pictures")
         log.pictures(model, val_set, cfg)
     summary["model"] = model
     summary["train_images_per_s"] = rate
     summary["interrupted"] = stop["requested"]
+    summary["skipped_steps"] = skipped
     return summary
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped at a non-finite loss or gradient; the bad state was not saved."""
+
+    def __init__(self, first_bad: tuple[int, float], last_good: int | None, workdir: Path):
+        step, value = first_bad
+        kept = (f"the last good checkpoint, step {last_good} in {workdir / saving.WHICH['latest']}, "
+                "is kept" if last_good is not None else "no checkpoint had been saved yet")
+        super().__init__(f"step {step}: the loss is {value} (a non-finite loss or gradient); "
+                         f"training stopped and nothing after step {step - 1} was saved; {kept}. "
+                         "Lower --lr, clip with --clip-norm, or skip such steps with "
+                         "--on-nonfinite skip")
 
 
 def dump_config(cfg: TrainConfig) -> str:

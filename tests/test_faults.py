@@ -1,0 +1,107 @@
+"""Faults during training: non-finite losses (stop or skip), one run per workdir."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from unet_jax import data, train, workdir_lock
+from unet_jax.cli import main
+
+TINY = dict(arch="imgseg_unet", model={"base_width": 4}, num_classes=3, image_size=32,
+            train_samples=16, val_samples=4, batch_size=4, epochs=1, progress=False,
+            log_every=2)
+
+
+class Poisoned:
+    """Float images with NaN in sample `bad` (uint8 images cannot carry one)."""
+
+    def __init__(self, base, bad: int):
+        self.base, self.bad, self.num_classes = base, bad, base.num_classes
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, mask = self.base[i]
+        image = image.astype(np.float32)
+        if i == self.bad:
+            image[0, 0, 0] = np.nan
+        return image, mask
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    """SGD at lr 1e6 diverges: training stops within log_every steps naming the step and the
+    loss, exit 1, and no checkpoint holds a step at or after the first bad one."""
+    workdir = tmp_path / "w"
+    args = ["train", "--arch", "imgseg_unet", "--model", "base_width=4", "--num-classes", "3",
+            "--image-size", "32", "--train-samples", "32", "--val-samples", "4", "--batch-size", "4",
+            "--epochs", "1", "--optimizer", "sgd", "--lr", "1e6", "--warmup-epochs", "0",
+            "--checkpoint-every", "1", "--log-every", "2", "--no-progress", "--workdir", str(workdir)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    step = int(err.split("error: step ")[1].split(":")[0])
+    assert "non-finite loss or gradient" in err and "training stopped" in err
+    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert all(s < step for s in saved)
+    assert (f"step {saved[-1]} in" in err) if saved else ("no checkpoint had been saved" in err)
+    assert not (workdir / workdir_lock.LOCK).exists()  # released on the error
+
+
+def test_skip_leaves_the_state_as_before(tmp_path, monkeypatch):
+    """With on_nonfinite=skip a poisoned sample's step changes nothing and is counted; the
+    other steps train normally."""
+    real = train.make_datasets
+
+    def poisoned(cfg, channels=3):
+        train_set, val_set = real(cfg, channels)
+        return Poisoned(train_set, bad=5), val_set
+
+    monkeypatch.setattr(train, "make_datasets", poisoned)
+    cfg = train.TrainConfig(**TINY, on_nonfinite="skip", workdir=str(tmp_path / "skip"))
+    summary = train.train(cfg)
+    assert summary["skipped_steps"] == 1 and np.isfinite(summary["train_loss"])
+    import jax
+    from flax import nnx
+    assert all(np.isfinite(np.asarray(v)).all()
+               for v in jax.tree.leaves(nnx.state(summary["model"])))
+    with pytest.raises(train.NonFiniteLossError, match=r"step \d+: the loss is nan"):
+        train.train(train.TrainConfig(**TINY, workdir=str(tmp_path / "stop")))
+
+
+def test_one_run_per_workdir(tmp_path, capsys):
+    """A workdir held by a live process is refused naming it; a stale lock (the process is
+    gone) is taken over with one line; the lock is released at the end."""
+    in_use = pytest.raises(workdir_lock.WorkdirInUseError, match=f"in use by process {os.getpid()} on")
+    with workdir_lock.held(tmp_path), in_use, workdir_lock.held(tmp_path):
+        pass
+    assert not (tmp_path / workdir_lock.LOCK).exists()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": sleeper.pid, "host": socket.gethostname(), "since": "earlier",
+                "pid_start": workdir_lock._start_time(sleeper.pid)}
+        (tmp_path / workdir_lock.LOCK).write_text(json.dumps(lock))
+        args = ["train", "--arch", "imgseg_unet", "--model", "base_width=4", "--image-size", "32",
+                "--train-samples", "8", "--val-samples", "4", "--batch-size", "4", "--epochs", "1",
+                "--no-progress", "--workdir", str(tmp_path)]
+        assert main(args) == 2
+        assert f"is in use by process {sleeper.pid}" in capsys.readouterr().err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with workdir_lock.held(tmp_path):  # the holder is dead now: stale
+        assert json.loads((tmp_path / workdir_lock.LOCK).read_text())["pid"] == os.getpid()
+    assert f"took over the stale lock of process {sleeper.pid}" in capsys.readouterr().out
+
+
+def test_float_datasets_normalise_like_uint8():
+    """Float pixel values (a custom Dataset) go through the presets like uint8 ones."""
+    from unet_jax import presets
+    image = data.Shapes(1, height=8, width=8)[0][0]
+    a = presets.get("imgseg").normalize(image[None])
+    b = presets.get("imgseg").normalize(image[None].astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
