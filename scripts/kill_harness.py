@@ -46,34 +46,47 @@ def parameters(workdir: Path, which: str) -> dict:
     return unet_jax.to_torch_state_dict(unet_jax.load(workdir, which=which))
 
 
+def compare(reference: Path, victim: Path) -> list[str]:
+    """What differs between two finished workdirs: metrics.jsonl, latest and best parameters."""
+    read = lambda w: (w / "metrics.jsonl").read_text().splitlines()  # noqa: E731
+    differences = [] if read(reference) == read(victim) else [f"{victim.name} metrics.jsonl"]
+    for which in ("latest", "best"):
+        a, b = parameters(reference, which), parameters(victim, which)
+        differences += [f"{victim.name} {which} {k}" for k in a if not (a[k] == b[k]).all()]
+    return differences
+
+
 def harness(points: list[tuple[str, int]], root: Path) -> dict:
-    """Kill at `points` in turn, then finish: {"kills": [...], "equal": bool, "differences"}."""
-    reference, victim = root / "reference", root / "victim"
+    """Kill at `points` in turn, rerunning after each kill; a run that finishes before its
+    point is compared and the next points start a fresh workdir. Every finished workdir must
+    equal the uninterrupted run: {"kills": [...], "runs": n, "equal": bool, "differences"}."""
+    reference = root / "reference"
     done = run(reference)
     if done.returncode != 0:
         raise RuntimeError(f"the uninterrupted run failed:\n{done.stderr[-2000:]}")
-    outcomes = []
+    outcomes, differences, victims = [], [], 1
+    victim = root / "victim1"
     for point, n in points:
         result = run(victim, f"{point}:{n}")
         outcome = {-9: "killed", 0: "finished before the point"}.get(result.returncode)
         if outcome is None:
             raise RuntimeError(f"run killed at {point}:{n} exited {result.returncode}:\n"
                                f"{result.stderr[-2000:]}")
-        resumed = [line for line in result.stdout.splitlines() if "resumed from" in line
-                   or "damaged" in line or "stale lock" in line]
-        outcomes.append({"point": point, "n": n, "outcome": outcome, "lines": resumed})
-    final = run(victim)
-    if final.returncode != 0:
-        raise RuntimeError(f"the final rerun failed:\n{final.stderr[-2000:]}")
-    differences = []
-    read = lambda w: (w / "metrics.jsonl").read_text().splitlines()  # noqa: E731
-    if read(reference) != read(victim):
-        differences.append(f"metrics.jsonl: {read(reference)} != {read(victim)}")
-    for which in ("latest", "best"):
-        a, b = parameters(reference, which), parameters(victim, which)
-        differences += [f"{which} {k}" for k in a if not (a[k] == b[k]).all()]
-    return {"kills": outcomes, "equal": not differences, "differences": differences[:10],
-            "epochs_logged": len(read(victim))}
+        lines = [line for line in result.stdout.splitlines() if "resumed from" in line
+                 or "damaged" in line or "stale lock" in line]
+        outcomes.append({"point": point, "n": n, "outcome": outcome, "lines": lines})
+        if result.returncode == 0:
+            differences += compare(reference, victim)
+            victims += 1
+            victim = root / f"victim{victims}"
+    if victim.exists():
+        final = run(victim)
+        if final.returncode != 0:
+            raise RuntimeError(f"the final rerun failed:\n{final.stderr[-2000:]}")
+        differences += compare(reference, victim)
+    epochs = len((victim / "metrics.jsonl").read_text().splitlines()) if victim.exists() else EPOCHS
+    return {"kills": outcomes, "workdirs": victims, "equal": not differences,
+            "differences": differences[:10], "epochs_logged": epochs}
 
 
 def main() -> int:
@@ -85,9 +98,9 @@ def main() -> int:
         report = harness(plan(args.kills, args.seed), Path(tmp))
     print(json.dumps(report, indent=2))
     killed = sum(k["outcome"] == "killed" for k in report["kills"])
-    print(f"{len(report['kills'])} kill points ({killed} killed a run), "
-          f"{report['epochs_logged']} epochs logged; resumed run bit-equal to the uninterrupted "
-          f"one: {report['equal']}")
+    print(f"{len(report['kills'])} kill points, {killed} runs killed, {report['workdirs']} "
+          f"workdirs trained to the end through kills; every one bit-equal to the "
+          f"uninterrupted run: {report['equal']}")
     return 0 if report["equal"] else 1
 
 

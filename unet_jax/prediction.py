@@ -94,10 +94,12 @@ class Predictor:
         self.arch = registry.arch_of_config(model.config)
         self.rule = self.arch.sizes
         self.preset = presets.get(options.preprocess or presets.recorded(model))
-        self.fit = options.fit or self.preset.fit
+        trained_at = presets.recorded_size(model)
+        # a trained model is fitted as its training images were (letterbox or resize)
+        self.fit = options.fit or ("letterbox" if self.preset.fit == "letterbox" else "resize"
+                                   if trained_at else self.preset.fit)
         default = self.arch.train_defaults.get("image_size", registry.TRAIN_DEFAULTS["image_size"])
-        self.size = tuple(options.size or presets.recorded_size(model) or self.preset.size
-                          or (default, default))
+        self.size = tuple(options.size or trained_at or self.preset.size or (default, default))
         if self.fit in ("letterbox", "resize") and not all(map(self.rule.valid, self.size)):
             raise ValueError(f"{self.fit} size {self.size[0]}x{self.size[1]}: {self.arch.name} "
                              f"takes sizes {self.rule.describe()}")
