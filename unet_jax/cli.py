@@ -201,7 +201,9 @@ def cmd_demo(args) -> int:
     back = harness.reference_for(reloaded.config)
     back.load_state_dict(torch.load(exported, weights_only=True), strict=True)
     val = train.make_datasets(cfg)[1]
-    images = np.stack([val[i][0] for i in range(8)])
+    from unet_jax import presets  # uint8 images, normalised as the model was trained
+    preset = presets.get(presets.recorded(reloaded))
+    images = np.asarray(preset.normalize(np.stack([val[i][0] for i in range(8)])))
     torch_logits = harness.torch_forward(back.eval(), images)[0]
     jax_logits = np.asarray(reloaded(images))
     check = harness.diff("predictions", torch_logits, jax_logits, argmax=True)
