@@ -21,9 +21,8 @@ import threading
 
 import numpy as np
 
-from unet_jax.imageio import LETTERBOX_FILL
+from unet_jax.imageio import IGNORE_INDEX, LETTERBOX_FILL
 
-IGNORE = 255
 PRESETS = {
     "basic": "resized_crop+hflip",  # what `--augment` alone meant before the op strings
     "standard": "scale(0.5,2)+crop+hflip",
@@ -73,7 +72,7 @@ def _albumentations():
 def _transforms(ops, size: tuple[int, int], channels: int) -> list:
     A, cv2 = _albumentations()
     h, w = size
-    fill = dict(border_mode=cv2.BORDER_CONSTANT, fill=LETTERBOX_FILL, fill_mask=IGNORE)
+    fill = dict(border_mode=cv2.BORDER_CONSTANT, fill=LETTERBOX_FILL, fill_mask=IGNORE_INDEX)
     out, zoomed = [], False
     for name, args in ops:
         if name == "scale":

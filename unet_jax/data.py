@@ -19,8 +19,7 @@ import grain
 import numpy as np
 
 from unet_jax import imageio
-
-IGNORE_INDEX = 255
+from unet_jax.imageio import IGNORE_INDEX
 
 
 class Dataset(Protocol):

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 LETTERBOX_FILL = 128  # bubbliiiing's grey
+IGNORE_INDEX = 255  # mask value excluded from losses and metrics
 
 
 class ImageReadError(ValueError):
@@ -86,7 +87,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int], resample=Image.BICUBIC,
 
 
 def fit(image: np.ndarray, mask: np.ndarray, size: tuple[int, int], how: str,
-        mask_fill: int = 255) -> tuple[np.ndarray, np.ndarray]:
+        mask_fill: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
     """A sample fitted to `size`: "resize" (bilinear / nearest) or "letterbox" (bicubic /
     nearest; the padding grey in the image, `mask_fill` in the mask)."""
     if image.shape[:2] == tuple(size):

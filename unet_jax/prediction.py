@@ -96,8 +96,7 @@ class Predictor:
         self.preset = presets.get(options.preprocess or presets.recorded(model))
         trained_at = presets.recorded_size(model)
         # a trained model is fitted as its training images were (letterbox or resize)
-        self.fit = options.fit or ("letterbox" if self.preset.fit == "letterbox" else "resize"
-                                   if trained_at else self.preset.fit)
+        self.fit = options.fit or (self.preset.training_fit if trained_at else self.preset.fit)
         default = self.arch.train_defaults.get("image_size", registry.TRAIN_DEFAULTS["image_size"])
         self.size = tuple(options.size or trained_at or self.preset.size or (default, default))
         if self.fit in ("letterbox", "resize") and not all(map(self.rule.valid, self.size)):

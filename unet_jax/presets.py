@@ -24,6 +24,11 @@ class Preset:
     fit: str = "pad"  # letterbox | resize | pad: how predict fits other image sizes
     size: tuple[int, int] | None = None  # letterbox / resize target (None: the training size)
 
+    @property
+    def training_fit(self) -> str:
+        """How training (and predict, for a trained model) fits images to the training size."""
+        return "letterbox" if self.fit == "letterbox" else "resize"
+
     def normalize(self, images: jax.Array, dtype=jnp.float32) -> jax.Array:
         """uint8 (or float pixel-valued) NHWC images as model input in `dtype`."""
         x = images.astype(jnp.float32)

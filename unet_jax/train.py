@@ -128,7 +128,7 @@ def make_datasets(cfg: TrainConfig, channels: int = 3) -> tuple[data_lib.Dataset
                                 channels=channels, **size))
     if kind in FILE_LAYOUTS and arg:
         found = layouts.from_spec(cfg.data)
-        fit = "letterbox" if presets.get(cfg.preprocess or "unit").fit == "letterbox" else "resize"
+        fit = presets.get(cfg.preprocess or "unit").training_fit
         return tuple(data_lib.FileDataset(tuple(found.splits[s]), n_classes, channels=channels,
                                           binary=found.binary, fit=fit, out_of_range=cfg.out_of_range,
                                           ignore_index=cfg.ignore_index, **size)
