@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from unet_jax import data, train, workdir_lock
+from unet_jax import data, layouts, train, workdir_lock
 from unet_jax.cli import main
 
 TINY = dict(arch="imgseg_unet", model={"base_width": 4}, num_classes=3, image_size=32,
@@ -105,3 +105,56 @@ def test_float_datasets_normalise_like_uint8():
     a = presets.get("imgseg").normalize(image[None])
     b = presets.get("imgseg").normalize(image[None].astype(np.float32))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def bad_folder(root):
+    """An images/ + masks/ folder of 24 40x40 pairs, three of them bad: an image that is not
+    a PNG, a mask of another size, mask values out of range (none in val or at sample 0)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(root / "images" / f"{i:02d}.png")
+        Image.fromarray(rng.integers(0, 3, (40, 40), np.uint8)).save(root / "masks" / f"{i:02d}.png")
+    val = {p[0].name for p in layouts.from_spec(f"images:{root}").splits["val"]}
+    bad = [f"{i:02d}.png" for i in range(1, 24) if f"{i:02d}.png" not in val][:3]
+    (root / "images" / bad[0]).write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    Image.fromarray(rng.integers(0, 3, (30, 40), np.uint8)).save(root / "masks" / bad[1])
+    Image.fromarray(rng.integers(5, 7, (40, 40), np.uint8)).save(root / "masks" / bad[2])
+    return bad
+
+
+def test_bad_training_files_stop_naming_the_file_or_are_skipped_and_counted(tmp_path, capsys):
+    bad = bad_folder(tmp_path / "data")
+    args = ["train", "--arch", "imgseg_unet", "--model", "base_width=4", "--num-classes", "3",
+            "--image-size", "32", "--data", f"images:{tmp_path / 'data'}", "--batch-size", "4",
+            "--epochs", "1", "--no-progress", "--data-threads", "0"]
+    assert main([*args, "--workdir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path / "data") in err and any(b in err for b in bad)
+
+    assert main([*args, "--bad-files", "skip", "--workdir", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 3 of 22 train samples (bad files):" in out
+    lines = [line for line in out.splitlines() if line.startswith("  - ")]
+    assert len(lines) == 3 and all(any(b in line for line in lines) for b in bad)
+    assert "not a readable image" in out and "40x30" in out and "mask values [5, 6]" in out
+
+
+def test_samples_failing_after_the_scan_are_replaced_and_counted(tmp_path, capsys):
+    """A file that goes bad after the pre-training scan: the next sample takes its place,
+    named once and counted; a split with no readable sample is an error."""
+    bad_folder(tmp_path)
+    found = layouts.from_spec(f"images:{tmp_path}")
+    dataset, problems = data.without_bad_files(data.FileDataset(tuple(found.splits["train"]), 3))
+    assert len(problems) == 3 and len(dataset) == 19
+    skipping = data.SkippingBadSamples(dataset)
+    dataset.pairs[5][0].write_bytes(b"gone bad")
+    np.testing.assert_array_equal(skipping[5][0], dataset[6][0])
+    np.testing.assert_array_equal(skipping[5][0], skipping[5][0])
+    assert list(skipping.skipped) == [5] and str(dataset.pairs[5][0]) in capsys.readouterr().out
+    for image, _ in dataset.pairs:
+        image.write_bytes(b"gone bad")
+    with pytest.raises(ValueError, match="none of the 19 samples can be read"):
+        skipping[0]

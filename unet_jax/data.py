@@ -10,8 +10,10 @@ decodes only its own rows of every global batch, in background threads with pref
 """
 
 import colorsys
+import concurrent.futures
 import dataclasses
 import functools
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -130,6 +132,46 @@ class FileDataset:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return imageio.fit(*self.read(index), (self.height, self.width), self.fit,
                            mask_fill=self.ignore_index)
+
+
+def without_bad_files(dataset: FileDataset, threads: int = 4) -> tuple[FileDataset, list[str]]:
+    """`dataset` less the pairs that cannot be used (every file decoded and checked once, by
+    `threads` threads), and one line per pair left out naming the file and the problem."""
+    def problem(index: int) -> str | None:
+        try:
+            dataset.read(index)
+        except (OSError, ValueError) as e:
+            return str(e)
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+        problems = list(pool.map(problem, range(len(dataset))))
+    kept = tuple(pair for pair, bad in zip(dataset.pairs, problems) if bad is None)
+    return dataclasses.replace(dataset, pairs=kept), [bad for bad in problems if bad]
+
+
+class SkippingBadSamples:
+    """A dataset whose samples that fail to read (found after the pre-training scan, e.g. a
+    file changed on disk) are replaced by the next readable one, each named once, counted."""
+
+    def __init__(self, base: Dataset):
+        self.base, self.num_classes = base, base.num_classes
+        self.skipped: dict[int, str] = {}  # index -> problem
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        for k in range(len(self.base)):
+            try:
+                return self.base[(index + k) % len(self.base)]
+            except (OSError, ValueError) as e:
+                with self._lock:
+                    if (index + k) % len(self.base) not in self.skipped:
+                        self.skipped[(index + k) % len(self.base)] = str(e)
+                        print(f"skipped a bad sample ({len(self.skipped)} so far): {e}")
+        raise ValueError(f"none of the {len(self.base)} samples can be read")
 
 
 @dataclasses.dataclass(frozen=True)

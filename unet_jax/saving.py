@@ -8,12 +8,15 @@ what it is.
 """
 
 import dataclasses
+import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -40,14 +43,38 @@ def save(model: nnx.Module, directory: str | Path) -> Path:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(staging / "state", nnx.state(model))
         checkpointer.wait_until_finished()
-        (staging / METADATA).write_text(json.dumps(model_metadata(model), indent=2) + "\n")
+        meta = {**model_metadata(model), "state_sha256": state_digest(nnx.state(model))}
+        (staging / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
         if directory.exists():
             directory.rmdir()
         staging.rename(directory)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, (OSError, ValueError)):  # tensorstore reports OS errors as ValueError
+            raise OSError(f"could not write {directory} ({io_failure(e)}); nothing was left "
+                          "there") from e
         raise
     return directory
+
+
+def state_digest(state) -> str:
+    """sha256 of a model state's leaves (dtype, shape, bytes) in tree order: recorded at save,
+    compared at load, so a damaged file cannot pass as a model."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(state):
+        array = np.asarray(leaf)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def io_failure(e: BaseException, limit: int = 300) -> str:
+    """An orbax read/write error's first line, its end kept when long (where tensorstore puts
+    the OS's reason, e.g. "File too large [os_error_code='27']"). Silences asyncio's reports
+    of the reads and writes orbax then abandons: this error says it once."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    line = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return line if len(line) <= limit else "..." + line[-limit:]
 
 
 def model_metadata(model_or_config) -> dict:
@@ -78,9 +105,12 @@ def config_from_metadata(meta: dict, where: Path):
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelSourceError(f"{path} is damaged: {e}") from e
+    if not isinstance(meta, dict):
+        raise ModelSourceError(f"{path} is damaged: it holds a JSON {type(meta).__name__}, not an object")
+    return meta
 
 
 def is_workdir(path: Path) -> bool:
@@ -137,11 +167,28 @@ def _restore_from_workdir(directory: Path, config, which: str):
             other = "latest" if which == "best" else "best"
             raise ModelSourceError(f"training workdir {directory} has no {which} checkpoint yet "
                                    f"({checkpoints} is empty); try which={other!r}")
-        restored = manager.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(abstract)))
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                model=ocp.args.StandardRestore(abstract)))
+        except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many kinds)
+            raise ModelSourceError(f"{checkpoints / str(step)} is damaged: it cannot be read "
+                                   f"({io_failure(e)})") from e
     finally:
         manager.close()
     return nnx.merge(graphdef, restored.model), step
+
+
+def _restore_saved(directory: Path, config, meta: dict) -> nnx.Module:
+    graphdef, abstract = _abstract(config)
+    try:
+        state = ocp.StandardCheckpointer().restore(directory / "state", abstract)
+    except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many kinds)
+        raise ModelSourceError(f"{directory} is damaged: its state cannot be read "
+                               f"({io_failure(e)})") from e
+    if meta.get("state_sha256") not in (None, state_digest(state)):
+        raise ModelSourceError(f"{directory} is damaged: its state differs from what was saved "
+                               f"(sha256 recorded in {METADATA})")
+    return nnx.merge(graphdef, state)
 
 
 def load(path: str | Path, *, arch: str | None = None, which: str = "best") -> nnx.Module:
@@ -162,9 +209,7 @@ def load_with_info(path: str | Path, *, arch: str | None = None, which: str = "b
         model, step = _restore_from_workdir(directory, config, which)
         info = f"training workdir {directory}, {which} checkpoint (step {step})"
     else:
-        graphdef, abstract = _abstract(config)
-        state = ocp.StandardCheckpointer().restore(directory / "state", abstract)
-        model, info = nnx.merge(graphdef, state), f"saved model {directory}"
+        model, info = _restore_saved(directory, config, meta), f"saved model {directory}"
     trained = meta.get("image_size") and (meta["image_size"],) * 2  # a workdir's run.json
     presets.record(model, meta.get("preprocess") or spec.preprocess, meta.get("input_size") or trained)
     model.eval()

@@ -75,6 +75,7 @@ class TrainConfig:
     progress: bool = True  # show a progress bar
     log_every: int = 10  # steps between loss read-backs (progress bar, TensorBoard, non-finite checks)
     on_nonfinite: str = "stop"  # a NaN/Inf loss or gradient: stop (an error) | skip (the step, counted)
+    bad_files: str = "error"  # an unreadable image/mask file: error | skip (all files checked before step 1)
     data_threads: int = 4  # background threads decoding and augmenting batches (0: none)
     coordinator: str = ""  # multi-host: coordinator host:port (or JAX's environment variables)
     num_processes: int = 0  # multi-host: number of processes (0: from the environment)
@@ -83,7 +84,7 @@ class TrainConfig:
     def __post_init__(self):
         choices = {"optimizer": ("sgd", "adam", "adamw"), "dtype": ("float32", "bfloat16"),
                    "schedule": ("constant", "step", "cosine", "poly"),
-                   "on_nonfinite": ("stop", "skip")}
+                   "on_nonfinite": ("stop", "skip"), "bad_files": ("error", "skip")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, "
@@ -138,6 +139,19 @@ def make_datasets(cfg: TrainConfig, channels: int = 3) -> tuple[data_lib.Dataset
                 data_lib.TFDS(arg, "test", n_classes, **size))
     raise ValueError(f"data must be synthetic, {':PATH, '.join(FILE_LAYOUTS)}:PATH or tfds:NAME, "
                      f"got {cfg.data!r}")
+
+
+def skipping_bad_files(dataset: data_lib.Dataset, split: str, threads: int) -> data_lib.Dataset:
+    """bad_files=skip: a file dataset less its unreadable pairs (named, counted, before the
+    first step), any sample failing later replaced by the next one (named, counted)."""
+    if isinstance(dataset, data_lib.FileDataset):
+        total = len(dataset)
+        dataset, problems = data_lib.without_bad_files(dataset, threads)
+        if problems:
+            print(f"skipped {len(problems)} of {total} {split} samples (bad files):")
+            for line in problems:
+                print(f"  - {line}")
+    return data_lib.SkippingBadSamples(dataset)
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -455,7 +469,35 @@ def save_checkpoint(manager, step: int, model, optimizer, meta: dict, metrics_=N
     items = {"model": ocp.args.StandardSave(nnx.state(model)), "meta": ocp.args.JsonSave(meta)}
     if optimizer is not None:
         items["optimizer"] = ocp.args.StandardSave(nnx.state(optimizer))
-    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics_)
+    with checkpoint_writes(manager):
+        manager.save(step, args=ocp.args.Composite(**items), metrics=metrics_)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, file-size limit, I/O error); the ones
+    committed before it are intact (orbax renames a checkpoint into place once complete)."""
+
+
+@contextlib.contextmanager
+def checkpoint_writes(manager):
+    """Report an orbax write failure (raised by a save, or by a later wait for an
+    asynchronous one) as a `CheckpointWriteError` naming the directory, the cause and the
+    checkpoints still good."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 (tensorstore reports OS errors as ValueError)
+        try:
+            manager.reload()
+            steps = manager.all_steps()
+        except Exception:  # noqa: BLE001
+            steps = []
+        kept = (f"the checkpoints of steps {', '.join(map(str, sorted(steps)))} are intact"
+                if steps else "no checkpoint there is complete")
+        raise CheckpointWriteError(
+            f"could not write a checkpoint in {manager.directory} ({saving.io_failure(e)}); "
+            f"{kept} and nothing "
+            "partial will be restored. Free space (or lift the limit) and rerun the same "
+            "command to resume") from e
 
 
 def _abstract(tree):
@@ -521,6 +563,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     workdir = Path(cfg.workdir).absolute()
     model, init_lines = make_model(cfg, source)
     train_set, val_set = make_datasets(cfg, registry.uniform_option(model, "in_channels"))
+    if cfg.bad_files == "skip":
+        train_set, val_set = (skipping_bad_files(d, name, cfg.data_threads)
+                              for d, name in ((train_set, "train"), (val_set, "val")))
     preflight(cfg, model, {"train": train_set, "val": val_set})
     workdir.mkdir(parents=True, exist_ok=True)
     lock = workdir_lock.held(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
@@ -629,11 +674,15 @@ def _train_in(workdir: Path, cfg: TrainConfig, model, init_lines, train_set, val
             print(f"interrupted: checkpoint saved at step {step} in {workdir / 'checkpoints'}")
     finally:
         signal.signal(signal.SIGINT, previous_handler)
-        periodic.wait_until_finished()
-        best.wait_until_finished()
-        periodic.close()
-        best.close()
-        log.close()
+        try:
+            for manager in (periodic, best):
+                with checkpoint_writes(manager):
+                    manager.wait_until_finished()
+        finally:
+            for manager in (periodic, best):
+                with contextlib.suppress(Exception):  # a failed write is reported above
+                    manager.close()
+            log.close()
     if step == total_steps and jax.process_count() == 1:  # pictures need the whole model here
         faults.point("pictures")
         log.pictures(model, val_set, cfg)
@@ -641,6 +690,7 @@ def _train_in(workdir: Path, cfg: TrainConfig, model, init_lines, train_set, val
     summary["train_images_per_s"] = rate
     summary["interrupted"] = stop["requested"]
     summary["skipped_steps"] = skipped
+    summary["skipped_samples"] = sum(len(getattr(d, "skipped", {})) for d in (train_set, val_set))
     return summary
 
 

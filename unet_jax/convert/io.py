@@ -245,16 +245,25 @@ def write_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike) -
     partial = path.with_name(f".{path.name}.partial")
     try:
         if path.suffix == ".safetensors":
+            from safetensors import SafetensorError
             from safetensors.numpy import save_file
-            save_file({k: np.array(v, order="C") for k, v in state.items()}, partial)
+            try:
+                save_file({k: np.array(v, order="C") for k, v in state.items()}, partial)
+            except SafetensorError as e:  # its I/O errors
+                raise OSError(str(e)) from e
         else:
             try:
                 import torch
             except ImportError as e:
                 raise CheckpointError(f"writing {path} needs torch: pip install "
                                       "'unet-jax[torch]', or write .safetensors") from e
-            torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, partial)
+            try:
+                torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, partial)
+            except RuntimeError as e:  # torch's zip writer reports a failed write so
+                raise OSError(f"a write failed (a full disk?): {str(e).splitlines()[0]}") from e
         partial.rename(path)
+    except OSError as e:
+        raise OSError(f"could not write {path} ({e}); nothing was left there") from e
     finally:
         partial.unlink(missing_ok=True)
     return path
