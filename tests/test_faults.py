@@ -158,3 +158,19 @@ def test_samples_failing_after_the_scan_are_replaced_and_counted(tmp_path, capsy
         image.write_bytes(b"gone bad")
     with pytest.raises(ValueError, match="none of the 19 samples can be read"):
         skipping[0]
+
+
+def test_damaged_checkpoint_is_skipped_on_resume(tmp_path, capsys):
+    """A truncated data file in the latest checkpoint: the rerun says so in one line, removes
+    it and resumes from the previous one."""
+    args = ["train", "--arch", "imgseg_unet", "--model", "base_width=4", "--num-classes", "3",
+            "--image-size", "32", "--train-samples", "16", "--val-samples", "4", "--batch-size", "4",
+            "--checkpoint-every", "2", "--no-progress", "--workdir", str(tmp_path)]
+    assert main([*args, "--epochs", "2", "--stop-at-step", "4"]) == 0
+    largest = max((tmp_path / "checkpoints" / "4" / "model").rglob("*"), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[:100])
+    capsys.readouterr()
+    assert main([*args, "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint step 4 in {tmp_path / 'checkpoints'} is damaged, skipped and removed" in out
+    assert f"resumed from {tmp_path / 'checkpoints'} at step 2" in out
