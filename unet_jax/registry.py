@@ -39,7 +39,8 @@ class SizeRule:
         return self.at_least(out + self.shrink)
 
     def describe(self) -> str:
-        sizes = (f"multiples of {self.step}" if self.minimum == self.step
+        sizes = (f"any size >= {self.minimum}" if self.step == 1
+                 else f"multiples of {self.step}" if self.minimum == self.step
                  else f"{self.minimum} + {self.step}k")
         return sizes + (f"; the output is {self.shrink} smaller" if self.shrink else "")
 

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from parity.references import bubbliiiing, imgseg, labml, semseg, unetpp
+from parity.references import bubbliiiing, imgseg, labml, milesial, semseg, unetpp
 
 
 def _kwargs(config) -> dict:
@@ -13,6 +13,10 @@ REFERENCES = {
     "semseg_unet": lambda c: semseg.unet(**_kwargs(c)),
     "labml_unet": lambda c: labml.UNet(**_kwargs(c)),
     "imgseg_unet": lambda c: imgseg.U_Net(**_kwargs(c)),
+    "attu_net": lambda c: imgseg.AttU_Net(**_kwargs(c)),
+    "r2u_net": lambda c: imgseg.R2U_Net(**_kwargs(c)),
+    "r2attu_net": lambda c: imgseg.R2AttU_Net(**_kwargs(c)),
+    "milesial_unet": lambda c: milesial.UNet(**_kwargs(c)),
     "unetpp": lambda c: unetpp.UnetPlusPlus(**_kwargs(c)),
     "vgg16_unet": lambda c: bubbliiiing.Unet(backbone="vgg", **_kwargs(c)),
     "resnet50_unet": lambda c: bubbliiiing.Unet(backbone="resnet50", **_kwargs(c)),

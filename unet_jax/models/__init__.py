@@ -1,3 +1,10 @@
-"""One module per arch; importing this package registers them all."""
+"""One module per upstream; importing this package registers every arch."""
 
-from unet_jax.models import bubbliiiing_unet, imgseg_unet, labml_unet, semseg_unet, unetpp  # noqa: F401
+from unet_jax.models import (  # noqa: F401
+    bubbliiiing_unet,
+    imgseg_unet,
+    labml_unet,
+    milesial_unet,
+    semseg_unet,
+    unetpp,
+)

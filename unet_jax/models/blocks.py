@@ -8,11 +8,11 @@ from unet_jax.nn import BatchNorm, Conv2d
 
 
 class ConvBNReLU(nnx.Module):
-    """torch `Sequential(Conv2d(k, padding), [BatchNorm2d], [ReLU])`."""
+    """torch `Sequential(Conv2d(kernel_size, padding), [BatchNorm2d], [ReLU])`."""
 
-    def __init__(self, in_ch: int, out_ch: int, *, padding: int = 1, batchnorm: bool = True,
-                 relu: bool = True, rngs: nnx.Rngs):
-        self.conv = Conv2d(in_ch, out_ch, 3, padding=padding, rngs=rngs)
+    def __init__(self, in_ch: int, out_ch: int, *, kernel_size: int = 3, padding: int = 1,
+                 batchnorm: bool = True, relu: bool = True, bias: bool = True, rngs: nnx.Rngs):
+        self.conv = Conv2d(in_ch, out_ch, kernel_size, padding=padding, bias=bias, rngs=rngs)
         self.bn = BatchNorm(out_ch) if batchnorm else None
         self.relu = relu
 
@@ -24,13 +24,13 @@ class ConvBNReLU(nnx.Module):
 
 
 class DoubleConv(nnx.Module):
-    """Two `ConvBNReLU`s, in -> out -> out: the U-Net stage of every arch here."""
+    """Two `ConvBNReLU`s, in -> mid (default out) -> out: the U-Net stage of every arch here."""
 
-    def __init__(self, in_ch: int, out_ch: int, *, padding: int = 1, batchnorm: bool = True,
-                 relu: bool = True, rngs: nnx.Rngs):
+    def __init__(self, in_ch: int, out_ch: int, mid_ch: int | None = None, *, padding: int = 1,
+                 batchnorm: bool = True, relu: bool = True, rngs: nnx.Rngs):
         opts = dict(padding=padding, batchnorm=batchnorm, relu=relu, rngs=rngs)
-        self.conv1 = ConvBNReLU(in_ch, out_ch, **opts)
-        self.conv2 = ConvBNReLU(out_ch, out_ch, **opts)
+        self.conv1 = ConvBNReLU(in_ch, mid_ch or out_ch, **opts)
+        self.conv2 = ConvBNReLU(mid_ch or out_ch, out_ch, **opts)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.conv2(self.conv1(x))

@@ -1,6 +1,7 @@
 """The upstreams' skip-connection crops and size checks, NHWC."""
 
 import jax
+import jax.numpy as jnp
 
 
 def crop_like_semseg(skip: jax.Array, up: jax.Array, valid_sizes: str) -> jax.Array:
@@ -37,3 +38,12 @@ def require_same_size(skip: jax.Array, up: jax.Array, valid_sizes: str) -> None:
         raise ValueError(
             f"input size not supported: a skip connection of size {skip.shape[1:3]} meets an "
             f"upsampled path of size {up.shape[1:3]} (torch fails here too). {valid_sizes}")
+
+
+def pad_to(x: jax.Array, h: int, w: int) -> jax.Array:
+    """milesial `Up`: `F.pad(x1, [dX // 2, dX - dX // 2, dY // 2, dY - dY // 2])` with
+    dY = h - H, dX = w - W: zeros around `x` up to (h, w), the odd pixel bottom / right."""
+    dy, dx = h - x.shape[1], w - x.shape[2]
+    if dy < 0 or dx < 0:
+        raise ValueError(f"cannot pad {x.shape[1:3]} to the smaller {(h, w)}")
+    return jnp.pad(x, ((0, 0), (dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2), (0, 0)))
