@@ -11,6 +11,14 @@ SMALL = {
     "unetpp": (dict(base_width=8, num_classes=3, deep_supervision=True), [(32, 32), (32, 48)]),
     "vgg16_unet": (dict(num_classes=4), [(32, 32), (48, 32)]),
     "resnet50_unet": (dict(num_classes=4), [(64, 64), (64, 96)]),
+    "attu_net": (dict(base_width=8, output_ch=2), [(32, 32), (48, 32)]),
+    "r2u_net": (dict(base_width=8, output_ch=2), [(32, 32), (32, 48)]),
+    "r2attu_net": (dict(base_width=8, output_ch=3), [(32, 32), (48, 32)]),
+    "milesial_unet": (dict(base_width=8, n_classes=3), [(32, 32), (37, 45)]),
+    "smp_unet": (dict(encoder_name="resnet18", encoder_depth=4, decoder_channels=(32, 32, 16, 16),
+                      classes=3, decoder_attention_type="scse"), [(64, 64), (37, 45)]),
+    "smp_unetplusplus": (dict(encoder_name="resnet18", encoder_depth=3, decoder_channels=(32, 16, 16),
+                              classes=2), [(32, 32), (32, 64)]),
 }
 # Upstream default widths, one input each (the smallest sensible size keeps CI fast).
 FULL = {
@@ -20,6 +28,12 @@ FULL = {
     "unetpp": (dict(num_classes=2, deep_supervision=True), (32, 32)),
     "vgg16_unet": (dict(num_classes=21), (64, 48)),
     "resnet50_unet": (dict(num_classes=21), (64, 64)),
+    "attu_net": (dict(img_ch=3, output_ch=1), (32, 32)),
+    "r2u_net": (dict(img_ch=3, output_ch=1), (32, 32)),
+    "r2attu_net": (dict(img_ch=3, output_ch=1), (32, 32)),
+    "milesial_unet": (dict(n_channels=3, n_classes=2, bilinear=True), (37, 45)),
+    "smp_unet": (dict(encoder_name="resnet34", classes=2), (64, 64)),
+    "smp_unetplusplus": (dict(encoder_name="resnet50", classes=2), (64, 64)),
 }
 
 

@@ -2,10 +2,12 @@
 
 from unet_jax import models  # noqa: F401  (registers the archs)
 from unet_jax.convert.api import CheckpointError, ConversionError, load_torch, to_torch_state_dict
+from unet_jax.convert.smp_hub import save_pretrained
 from unet_jax.prediction import predict
 from unet_jax.registry import create_model, list_models
 from unet_jax.saving import ModelSourceError, load, save
 
 __all__ = ["CheckpointError", "ConversionError", "ModelSourceError", "create_model", "list_models", "load",
+           "save_pretrained",
            "load_torch", "predict", "save", "to_torch_state_dict"]
 __version__ = "0.1.0"

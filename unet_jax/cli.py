@@ -134,7 +134,11 @@ def cmd_export(args) -> int:
     from unet_jax.saving import load_with_info
     model, info = load_with_info(args.directory, which=args.which)
     state = unet_jax.to_torch_state_dict(model)
-    path = write_state_dict(state, args.output)
+    if Path(args.output).suffix:
+        path = write_state_dict(state, args.output)
+    else:  # a folder: smp's save_pretrained layout
+        from unet_jax.convert.smp_hub import save_pretrained
+        path = save_pretrained(model, args.output)
     print(f"read {info}\nwrote {path} ({_arch_name(model)}, {len(state)} keys)")
     return 0
 
@@ -272,7 +276,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("directory", help="saved model or training workdir")
     e.add_argument("--which", choices=("best", "latest"), default="best",
                    help="of a training workdir: the best (val mIoU) or latest checkpoint")
-    e.add_argument("-o", "--output", required=True)
+    e.add_argument("-o", "--output", required=True,
+                   help=".pth / .pt (torch.save), .safetensors, or (smp archs) a new folder "
+                        "in smp's save_pretrained layout (config.json + model.safetensors)")
     e.set_defaults(fn=cmd_export)
 
     t = sub.add_parser("train", help="train or fine-tune on all local devices")

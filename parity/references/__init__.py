@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from parity.references import bubbliiiing, imgseg, labml, milesial, semseg, unetpp
+from parity.references import bubbliiiing, imgseg, labml, milesial, semseg, smp, unetpp
 
 
 def _kwargs(config) -> dict:
@@ -17,6 +17,8 @@ REFERENCES = {
     "r2u_net": lambda c: imgseg.R2U_Net(**_kwargs(c)),
     "r2attu_net": lambda c: imgseg.R2AttU_Net(**_kwargs(c)),
     "milesial_unet": lambda c: milesial.UNet(**_kwargs(c)),
+    "smp_unet": lambda c: smp.Unet(**_kwargs(c)),
+    "smp_unetplusplus": lambda c: smp.UnetPlusPlus(**_kwargs(c)),
     "unetpp": lambda c: unetpp.UnetPlusPlus(**_kwargs(c)),
     "vgg16_unet": lambda c: bubbliiiing.Unet(backbone="vgg", **_kwargs(c)),
     "resnet50_unet": lambda c: bubbliiiing.Unet(backbone="resnet50", **_kwargs(c)),

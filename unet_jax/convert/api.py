@@ -32,8 +32,17 @@ def infer_arch(shapes: registry.Shapes):
     return found[0]
 
 
-def _config_for(arch_name: str | None, shapes: registry.Shapes, overrides: dict):
-    if arch_name is None:
+def _config_for(arch_name: str | None, shapes: registry.Shapes, overrides: dict,
+                stated: tuple[str, dict] | None = None):
+    """(arch, config): stated beside the weights (smp's config.json), or `arch_name` with
+    the options read off the shapes, or both inferred; `overrides` win."""
+    if stated is not None:
+        if arch_name not in (None, stated[0]):
+            raise CheckpointError(f"the checkpoint's config.json describes a {stated[0]} model, "
+                                  f"not {arch_name}")
+        arch = registry.get_arch(stated[0])
+        config = registry.make_config(arch.name, **stated[1])
+    elif arch_name is None:
         arch, config = infer_arch(shapes)
     else:
         arch = registry.get_arch(arch_name)
@@ -56,7 +65,7 @@ def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None
     checkpoint = read_state_dict(source)
     state, label = checkpoint.tensors, checkpoint.label
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    spec, cfg = _config_for(arch, shapes, config)
+    spec, cfg = _config_for(arch, shapes, config, checkpoint.config)
     try:
         model, report = load_into(lambda: registry.build(cfg), spec.key_map(cfg), state,
                                   target=f"{spec.name} {cfg}", source=label, strict=strict,

@@ -44,6 +44,7 @@ class Checkpoint:
     ignored: list[str] = dataclasses.field(default_factory=list)  # "key (why)"
     notes: list[str] = dataclasses.field(default_factory=list)  # how the state_dict was found
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)  # plain non-tensor entries
+    config: tuple[str, dict] | None = None  # (arch, options) stated beside the weights (smp)
 
 
 def _is_tensor(value: Any) -> bool:
@@ -216,6 +217,14 @@ def read_state_dict(source: str | os.PathLike | Mapping) -> Checkpoint:
         return unwrap(source, "the state_dict")
     path = Path(source)
     label = str(path)
+    from unet_jax.convert import smp_hub
+    if smp_hub.is_folder(path):
+        arch, options, notes = smp_hub.read_config(path)
+        weights = path / smp_hub.WEIGHTS
+        ck = unwrap(_load_safetensors(weights, str(weights)), str(weights))
+        ck.notes[:0] = notes
+        ck.config = arch, options
+        return ck
     if path.is_dir():
         from unet_jax.saving import describe_directory
         raise CheckpointError(f"{path} is a directory, not a checkpoint file; "

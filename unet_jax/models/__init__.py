@@ -6,5 +6,6 @@ from unet_jax.models import (  # noqa: F401
     labml_unet,
     milesial_unet,
     semseg_unet,
+    smp_unet,
     unetpp,
 )

@@ -17,7 +17,7 @@ from flax import nnx
 from unet_jax import registry
 from unet_jax.convert.keymap import bn, conv
 from unet_jax.models.blocks import ConvBNReLU, DoubleConv, double_conv_rules
-from unet_jax.nn import Conv2d, check_input, max_pool2, require_same_size, upsample_nearest2
+from unet_jax.nn import Conv2d, check_input, gate, max_pool2, require_same_size, upsample_nearest2
 
 VALID_SIZES = "{arch} takes H and W that are multiples of 16; the output has the input size."
 
@@ -103,8 +103,7 @@ class AttentionBlock(nnx.Module):
         self.psi = ConvBNReLU(f_int, 1, kernel_size=1, padding=0, relu=False, rngs=rngs)
 
     def __call__(self, g: jax.Array, x: jax.Array) -> jax.Array:
-        psi = nnx.sigmoid(self.psi(nnx.relu(self.W_g(g) + self.W_x(x))))
-        return x * psi
+        return gate(x, nnx.sigmoid(self.psi(nnx.relu(self.W_g(g) + self.W_x(x)))))
 
 
 class ImgsegUNet(nnx.Module):

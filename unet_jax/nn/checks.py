@@ -30,3 +30,15 @@ def check_input(x: jax.Array, in_channels: int, min_size: int, arch: str) -> Non
     if min(x.shape[1:3]) < min_size:
         raise ValueError(f"{arch}: input {tuple(x.shape[1:3])} is too small; "
                          f"the smallest input is {min_size}x{min_size}")
+
+
+def check_divisible(x: jax.Array, multiple: int, arch: str) -> None:
+    """Reject H or W not divisible by `multiple`, naming the nearest valid sizes."""
+    h, w = x.shape[1:3]
+    if h % multiple or w % multiple:
+        def near(n: int) -> str:
+            lo, hi = max(multiple, n // multiple * multiple), -(-n // multiple) * multiple
+            return str(hi) if lo == hi else f"{lo} or {hi}"
+        raise ValueError(f"{arch} takes H and W divisible by {multiple}, got {h}x{w}: the nearest "
+                         f"valid sizes are H {near(h)}, W {near(w)} (unet-jax predict pads and "
+                         "crops any image to them)")
