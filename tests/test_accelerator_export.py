@@ -104,9 +104,15 @@ def _check_train_step(arch: str, dtype: str, remat: bool) -> None:
         assert all(n <= 2 for t, n in sums if t == "bf16"), sorted(set(sums))
 
 
-@pytest.mark.parametrize("dtype, remat", [("float32", False), ("float32", True),
-                                          ("bfloat16", False), ("bfloat16", True)])
-@pytest.mark.parametrize("arch", sorted(SMALL))
+# The whole dtype x remat matrix for the first six archs; for the later ones (same layers)
+# its two corners, to keep CI's time.
+FULL_MATRIX = {"semseg_unet", "labml_unet", "imgseg_unet", "unetpp", "vgg16_unet", "resnet50_unet"}
+VARIANTS = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)]
+
+
+@pytest.mark.parametrize("arch, dtype, remat", [
+    (arch, dtype, remat) for arch in sorted(SMALL) for dtype, remat in VARIANTS
+    if arch in FULL_MATRIX or (dtype, remat) in (VARIANTS[0], VARIANTS[3])])
 def test_train_step_as_an_accelerator_host_traces_it(arch, dtype, remat, accelerator_host):
     _check_train_step(arch, dtype, remat)
 

@@ -101,6 +101,7 @@ def cmd_predict(args) -> int:
     model = _open(args)
     predictor = predict_lib.Predictor(model, _options(args))
     num_classes = predictor.classes
+    values = presets.mask_values(model)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     print(f"model:   {registry.arch_of_config(model.config).name}, {num_classes} classes; "
@@ -125,6 +126,8 @@ def cmd_predict(args) -> int:
             names.add(name)
             mask = predict_lib.masks(probs)
             palette.mask_image(mask, num_classes).save(out / f"{name}.png")
+            if values:  # milesial: the mask pixel values it was trained on, as its predict.py
+                palette.values_image(mask, values).save(out / f"{name}_mask.png")
             if args.overlay >= 0:
                 palette.overlay(image, mask, num_classes, args.overlay).save(out / f"{name}_overlay.png")
             if args.probabilities:
@@ -196,7 +199,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("predict", help="images of any size -> class-id PNGs, overlays, probabilities")
     _prediction_flags(p)
     p.add_argument("inputs", nargs="+", help="image files, folders or globs (PNG/JPEG/BMP/TIFF)")
-    p.add_argument("-o", "--output", required=True, help="folder for <name>.png (class ids, palette)")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder for <name>.png (class ids, palette) and, for a milesial "
+                        "checkpoint, <name>_mask.png (its mask_values)")
     p.add_argument("--overlay", type=int, default=0, choices=(-1, 0, 1, 2),
                    help="<name>_overlay.png as bubbliiiing mix_type: 0 blended, 1 colours, "
                         "2 image where not background; -1 none")

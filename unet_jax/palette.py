@@ -51,3 +51,15 @@ def overlay(image: np.ndarray, mask: np.ndarray, num_classes: int, mix_type: int
     if mix_type == 1:
         return Image.fromarray(colours)
     return Image.fromarray((rgb * (mask != 0)[..., None]).astype(np.uint8))
+
+
+def values_image(mask: np.ndarray, values: list) -> Image.Image:
+    """Class ids -> the mask pixel values the model was trained on (milesial's
+    `mask_to_image`): [0, 1] a 1-bit image, grey levels an L image, colours (lists) RGB."""
+    if values and isinstance(values[0], list | tuple):
+        out = np.zeros((*mask.shape, len(values[0])), np.uint8)
+    else:
+        out = np.zeros(mask.shape, bool if list(values) == [0, 1] else np.uint8)
+    for i, value in enumerate(values):
+        out[mask == i] = value
+    return Image.fromarray(out)

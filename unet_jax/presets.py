@@ -82,8 +82,18 @@ def recorded_size(model) -> tuple[int, int] | None:
     return getattr(model, "input_size", None)
 
 
+def record_mask_values(model, values) -> None:
+    """Record the mask pixel value of each class (milesial checkpoints' `mask_values`)."""
+    model.mask_values = list(values) if values is not None else None
+
+
+def mask_values(model) -> list | None:
+    return getattr(model, "mask_values", None)
+
+
 def carry_over(source, target):
     """`target` recording what `source` records; returns `target`."""
+    record_mask_values(target, mask_values(source))
     return record(target, recorded(source), recorded_size(source))
 
 

@@ -78,7 +78,8 @@ def io_failure(e: BaseException, limit: int = 300) -> str:
 
 
 def model_metadata(model_or_config) -> dict:
-    """{"format", "arch", "config", "num_classes", "in_channels", "preprocess", "input_size"}
+    """{"format", "arch", "config", "num_classes", "in_channels", "preprocess", "input_size",
+    "mask_values"}
     of a model or config (a config: its arch's upstream preset, no size)."""
     config = getattr(model_or_config, "config", model_or_config)
     arch = registry.arch_of_config(config)
@@ -88,7 +89,8 @@ def model_metadata(model_or_config) -> dict:
     return {"format": FORMAT, "arch": arch.name, "config": values,
             **{uniform: values[upstream] for uniform, upstream in arch.uniform.items()},
             "preprocess": presets.recorded(model_or_config) if is_model else arch.preprocess,
-            "input_size": list(size) if size else None}
+            "input_size": list(size) if size else None,
+            "mask_values": presets.mask_values(model_or_config) if is_model else None}
 
 
 def config_from_metadata(meta: dict, where: Path):
@@ -212,5 +214,6 @@ def load_with_info(path: str | Path, *, arch: str | None = None, which: str = "b
         model, info = _restore_saved(directory, config, meta), f"saved model {directory}"
     trained = meta.get("image_size") and (meta["image_size"],) * 2  # a workdir's run.json
     presets.record(model, meta.get("preprocess") or spec.preprocess, meta.get("input_size") or trained)
+    presets.record_mask_values(model, meta.get("mask_values"))
     model.eval()
     return model, info

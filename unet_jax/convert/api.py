@@ -78,6 +78,11 @@ def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None
                                       label, e.missing, e.unexpected, e.mismatched) from None
         raise
     model.eval()
+    values = checkpoint.extras.get("mask_values")
+    if isinstance(values, list | tuple) and len(values) == registry.uniform_option(cfg, "num_classes"):
+        from unet_jax import presets
+        presets.record_mask_values(model, values)  # milesial: predict maps classes back
+        checkpoint.notes.append(f"mask_values {list(values)[:8]} kept: predictions map classes to them")
     report["ignored"] = checkpoint.ignored + report["ignored"]
     report.update(notes=checkpoint.notes, extras=checkpoint.extras)
     return model, report, state

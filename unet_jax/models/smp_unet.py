@@ -32,7 +32,7 @@ class SmpUnetConfig:
     encoder_name: str  # resnet18 | resnet34 | resnet50
     encoder_depth: int  # 3..5 stages used (the unused layers stay in the state_dict)
     decoder_channels: tuple  # one width per decoder block (encoder_depth of them)
-    decoder_use_norm: str | bool  # "batchnorm"/True or "identity"/False
+    decoder_use_norm: str  # "batchnorm" (or True) | "identity" (or False)
     decoder_attention_type: str | None  # None | "scse"
     decoder_interpolation: str  # "nearest" (the only mode ported)
     in_channels: int  # input image channels
@@ -57,6 +57,8 @@ class SmpUnetConfig:
             problems.append(f"decoder_interpolation {self.decoder_interpolation!r} (nearest)")
         if problems:
             raise ValueError("smp model options not supported: " + "; ".join(problems))
+        norm = "batchnorm" if NORMS[self.decoder_use_norm] else "identity"
+        object.__setattr__(self, "decoder_use_norm", norm)  # True/False: smp's synonyms
 
     @property
     def batchnorm(self) -> bool:
