@@ -108,7 +108,9 @@ def compare(module: torch.nn.Module, model: nnx.Module, x_nhwc: np.ndarray
     for name, m in module.named_modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.BatchNorm2d)):
             def hook(_m, _inp, out, name=name):  # clone now: an inplace ReLU may follow
-                torch_layers[name] = out.detach().clone().numpy().transpose(0, 2, 3, 1)
+                # the first call, as JAX's capture (R2U-Nets apply one conv t+1 times)
+                if name not in torch_layers:
+                    torch_layers[name] = out.detach().clone().numpy().transpose(0, 2, 3, 1)
             hooks.append(m.register_forward_hook(hook))
     try:
         ref = torch_forward(module, x_nhwc)
@@ -208,5 +210,4 @@ def check_state_dict(state_dict: dict[str, np.ndarray], model: nnx.Module,
 
 
 def reference_in_channels(config) -> int:
-    names = ("in_channels", "img_ch")
-    return next(getattr(config, n) for n in names if hasattr(config, n))
+    return registry.uniform_option(config, "in_channels")

@@ -1,6 +1,8 @@
 """Print the README's parity table: every arch at upstream widths, seeded random torch
 weights and BatchNorm statistics, float32 at two sizes and float64 at one.
-python scripts/parity_table.py"""
+python scripts/parity_table.py [ARCH ...]   (default: every registered arch)"""
+
+import sys
 
 import jax
 import numpy as np
@@ -9,7 +11,8 @@ import unet_jax
 from parity import harness
 from unet_jax import registry
 
-SIZES = {"semseg_unet": [(188, 188), (252, 204)], "resnet50_unet": [(64, 64), (96, 128)]}
+SIZES = {"semseg_unet": [(188, 188), (252, 204)], "resnet50_unet": [(64, 64), (96, 128)],
+         "milesial_unet": [(64, 64), (97, 75)], "smp_unet": [(64, 64), (97, 75)]}
 
 
 def worst(reference, model, size, dtype):
@@ -18,10 +21,10 @@ def worst(reference, model, size, dtype):
     return max(d.max_rel for d in outs)
 
 
-def main():
+def main(archs: list[str]):
     print("| arch | params | fp32, size A | fp32, size B (non-square) | fp64 |")
     print("|---|---|---|---|---|")
-    for arch in registry.list_models():
+    for arch in archs or registry.list_models():
         config = registry.make_config(arch, **({"deep_supervision": True} if arch == "unetpp" else {}))
         reference = harness.random_reference(config, seed=0)
         state = {k: v.numpy() for k, v in reference.state_dict().items()}
@@ -40,4 +43,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
