@@ -164,12 +164,13 @@ class SkippingBadSamples:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         for k in range(len(self.base)):
+            candidate = (index + k) % len(self.base)
             try:
-                return self.base[(index + k) % len(self.base)]
+                return self.base[candidate]
             except (OSError, ValueError) as e:
                 with self._lock:
-                    if (index + k) % len(self.base) not in self.skipped:
-                        self.skipped[(index + k) % len(self.base)] = str(e)
+                    if candidate not in self.skipped:
+                        self.skipped[candidate] = str(e)
                         print(f"skipped a bad sample ({len(self.skipped)} so far): {e}")
         raise ValueError(f"none of the {len(self.base)} samples can be read")
 

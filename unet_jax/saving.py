@@ -7,6 +7,7 @@ is the model's state. `load(path)` takes either and rebuilds the model without b
 what it is.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,24 +38,33 @@ def save(model: nnx.Module, directory: str | Path) -> Path:
     directory = Path(directory).absolute()
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
+    try:
+        with staged_directory(directory) as staging:
+            checkpointer = ocp.StandardCheckpointer()
+            checkpointer.save(staging / "state", nnx.state(model))
+            checkpointer.wait_until_finished()
+            meta = {**model_metadata(model), "state_sha256": state_digest(nnx.state(model))}
+            (staging / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
+    except (OSError, ValueError) as e:  # tensorstore reports OS errors as ValueError
+        raise OSError(f"could not write {directory} ({io_failure(e)}); nothing was left "
+                      "there") from e
+    return directory
+
+
+@contextlib.contextmanager
+def staged_directory(directory: Path):
+    """A staging folder beside `directory` (new or empty), renamed into place when the block
+    succeeds and removed when it fails: nobody ever sees a partial `directory`."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(staging / "state", nnx.state(model))
-        checkpointer.wait_until_finished()
-        meta = {**model_metadata(model), "state_sha256": state_digest(nnx.state(model))}
-        (staging / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
+        yield staging
         if directory.exists():
             directory.rmdir()
         staging.rename(directory)
-    except BaseException as e:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(e, (OSError, ValueError)):  # tensorstore reports OS errors as ValueError
-            raise OSError(f"could not write {directory} ({io_failure(e)}); nothing was left "
-                          "there") from e
         raise
-    return directory
 
 
 def state_digest(state) -> str:

@@ -3,8 +3,6 @@ argument plus `_model_class`) and `model.safetensors`, read with the config take
 `config.json`, and written back the same way (`from_pretrained` loads them)."""
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from unet_jax import registry
@@ -49,6 +47,7 @@ def save_pretrained(model, directory: str | Path) -> Path:
     """Write an smp model as `save_pretrained` does (config.json + model.safetensors) into a
     new `directory`; nothing is left behind on failure."""
     from unet_jax.convert.api import to_torch_state_dict
+    from unet_jax.saving import staged_directory
     arch = registry.arch_of_config(model.config)
     classes = {v: k for k, v in MODEL_CLASSES.items()}
     if arch.name not in classes:
@@ -57,17 +56,11 @@ def save_pretrained(model, directory: str | Path) -> Path:
     directory = Path(directory).absolute()
     if directory.exists():
         raise FileExistsError(f"{directory} exists; choose a new directory")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         config = {"_model_class": classes[arch.name], "activation": None, "aux_params": None,
                   "encoder_weights": None,
                   **{k: getattr(model.config, k) for k in OPTIONS}}
         config["decoder_channels"] = list(config["decoder_channels"])
         (staging / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         write_state_dict(to_torch_state_dict(model), staging / WEIGHTS)
-        staging.rename(directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory

@@ -117,7 +117,7 @@ class ImgsegUNet(nnx.Module):
             raise ValueError(f"{variant}: t must be >= 1 (the upstream loop needs one pass), got {t}")
         extra = {"t": t} if recurrent else {}
         self.config = config_cls(img_ch=img_ch, output_ch=output_ch, base_width=base_width, **extra)
-        self.variant, self.recurrent = variant, recurrent
+        self.variant = variant
         w = [base_width * 2**i for i in range(5)]
 
         def stage(cin: int, cout: int) -> nnx.Module:
