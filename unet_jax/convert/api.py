@@ -9,33 +9,64 @@ import numpy as np
 from flax import nnx
 
 from unet_jax import registry
+from unet_jax.convert import recognize
 from unet_jax.convert.engine import ConversionError, export_state, load_into
 from unet_jax.convert.io import CheckpointError, read_state_dict
 
-__all__ = ["CheckpointError", "ConversionError", "infer_arch", "load_torch",
+__all__ = ["CheckpointError", "ConversionError", "NotPortedError", "infer_arch", "load_torch",
            "load_torch_with_report", "to_torch_state_dict"]
 
 
-def infer_arch(shapes: registry.Shapes):
-    """(arch, config) read off a checkpoint's key names and shapes."""
+class NotPortedError(ConversionError):
+    """A checkpoint that fits no ported arch; the message says what the file looks like
+    (project and network, when recognisable) and what to do."""
+
+    def __init__(self, message: str):
+        self.missing, self.unexpected, self.mismatched = [], [], []
+        ValueError.__init__(self, message)
+
+
+def _not_ported(label: str, known: recognize.Recognized) -> NotPortedError:
+    ported = ", ".join(registry.list_models())
+    if known.family.project == "torchvision":
+        todo = ("a classifier, not a segmentation model: ImageNet weights initialise the "
+                "encoder of resnet50_unet / vgg16_unet (`unet-jax train --backbone-weights FILE`, "
+                "or `create_model(..., backbone_weights=FILE)`)")
+    elif known.family.ported:
+        todo = (f"{known.family.ported} is ported with resnet18 / resnet34 / resnet50 encoders "
+                "only; other encoders are not supported yet")
+    else:
+        todo = "this network is not ported"
+    return NotPortedError(f"{label} looks like {known.describe()}: {todo}. Ported archs "
+                          f"(`unet-jax list`): {ported}")
+
+
+def infer_arch(shapes: registry.Shapes, *, prefix: str = "", label: str = "the checkpoint"):
+    """(arch, config) read off a checkpoint's key names and shapes. `prefix` is what the
+    reader removed from every key (to name keys as stored); `label` names the source."""
+    stored = {prefix + k: v for k, v in shapes.items()}
+    known = recognize.recognize(stored)
+    if known is not None and not known.ported:
+        raise _not_ported(label, known)
     found = [(arch, cfg) for arch in registry.all_archs() if (cfg := arch.infer(shapes))]
-    if len(found) != 1:
-        keys = ", ".join(list(shapes)[:6])
-        what = "none" if not found else " and ".join(a.name for a, _ in found)
-        hint = ("pass arch= explicitly" if found else
-                "is it a U-Net of another project, or only part of a model (e.g. an encoder)? "
-                "Passing arch= lists the keys that differ from that arch")
-        raise ConversionError(
-            "a known arch", f"the checkpoint (keys {keys}, ...)", [], [],
-            [f"its keys match {what} of the known archs ({', '.join(registry.list_models())}); "
-             + hint])
-    return found[0]
+    if len(found) == 1:
+        return found[0]
+    keys = ", ".join(list(stored)[:6]) + (", ..." if len(stored) > 6 else "")
+    if found:
+        raise NotPortedError(f"{label} (keys {keys}) fits {' and '.join(a.name for a, _ in found)}: "
+                             "pass arch= (or --arch) to choose")
+    raise NotPortedError(
+        f"{label} fits none of the ported archs (keys as stored: {keys}); it is not a network "
+        "unet-jax recognises. Is it only part of a model (e.g. an encoder), or a U-Net of "
+        "another project? Passing arch= (or --arch) lists every key that differs from that "
+        f"arch. Ported archs (`unet-jax list`): {', '.join(registry.list_models())}")
 
 
-def _config_for(arch_name: str | None, shapes: registry.Shapes, overrides: dict,
-                stated: tuple[str, dict] | None = None):
+def _config_for(arch_name: str | None, checkpoint, overrides: dict):
     """(arch, config): stated beside the weights (smp's config.json), or `arch_name` with
     the options read off the shapes, or both inferred; `overrides` win."""
+    shapes = {k: tuple(v.shape) for k, v in checkpoint.tensors.items()}
+    stated = checkpoint.config
     if stated is not None:
         if arch_name not in (None, stated[0]):
             raise CheckpointError(f"the checkpoint's config.json describes a {stated[0]} model, "
@@ -43,9 +74,12 @@ def _config_for(arch_name: str | None, shapes: registry.Shapes, overrides: dict,
         arch = registry.get_arch(stated[0])
         config = registry.make_config(arch.name, **stated[1])
     elif arch_name is None:
-        arch, config = infer_arch(shapes)
+        arch, config = infer_arch(shapes, prefix=checkpoint.prefix, label=checkpoint.label)
     else:
         arch = registry.get_arch(arch_name)
+        known = recognize.recognize({checkpoint.prefix + k: v for k, v in shapes.items()})
+        if known is not None and not known.ported:
+            raise _not_ported(checkpoint.label, known)
         config = arch.infer(shapes) or registry.make_config(arch.name)
     upstream = {arch.uniform.get(k, k): v for k, v in overrides.items()}
     unknown = set(upstream) - set(arch.options)
@@ -64,14 +98,14 @@ def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None
         raise ValueError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")
     checkpoint = read_state_dict(source)
     state, label = checkpoint.tensors, checkpoint.label
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    spec, cfg = _config_for(arch, shapes, config, checkpoint.config)
+    spec, cfg = _config_for(arch, checkpoint, config)
     try:
         model, report = load_into(lambda: registry.build(cfg), spec.key_map(cfg), state,
                                   target=f"{spec.name} {cfg}", source=label, strict=strict,
                                   dtype=dtype)
     except ConversionError as e:
         if arch is not None:
+            shapes = {k: tuple(v.shape) for k, v in state.items()}
             other = [a.name for a in registry.all_archs() if a.name != arch and a.infer(shapes)]
             if other:
                 raise ConversionError(f"{spec.name} (its keys look like a {other[0]} checkpoint)",

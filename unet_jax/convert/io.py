@@ -50,6 +50,7 @@ class Checkpoint:
 def _is_tensor(value: Any) -> bool:
     return (isinstance(value, np.ndarray | torch_pickle.Tensor)
             or (hasattr(value, "detach") and hasattr(value, "shape")))
+    prefix: str = ""  # removed from every key (`module.`, ...): keys as stored = prefix + key
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -141,6 +142,7 @@ def unwrap(obj: Any, label: str) -> Checkpoint:
     except torch_pickle.UnsafePickleError as e:
         raise CheckpointError(f"{label} is damaged: {e}") from e
     return ck
+            ck.prefix += prefix
 
 
 def sniff(path: Path) -> str:
