@@ -98,12 +98,18 @@ def test_predict_and_evaluate_commands(tmp_path, capsys):
             Image.fromarray(mask).save(root / split / "masks" / f"{i}.png")
     (root / "val" / "images" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     out = tmp_path / "pred"
-    inputs = [str(root / "val" / "images"), str(root / "train" / "images" / "*.png")]
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "legend.png").write_bytes((root / "val" / "images" / "0.png").read_bytes())
+    inputs = [str(root / "val" / "images"), str(root / "train" / "images" / "*.png"),
+              str(tmp_path / "more")]
     code = main(["predict", str(checkpoint), *inputs, "-o", str(out), "--probabilities",
-                 "--overlay", "2", "--no-progress"])
+                 "--overlay", "2", "--no-progress", "--names", "ground,disc,box"])
     assert code == 2 and "broken.jpg: not a readable image" in capsys.readouterr().err
     written = sorted(p.name for p in out.glob("*.png"))
-    assert len(written) == 12 and "0-2.png" in written  # same-named inputs kept apart
+    assert len(written) == 15 and "0-2.png" in written  # same-named inputs kept apart
+    assert "legend-2.png" in written and Image.open(out / "legend-2.png").mode == "P"
+    legend = np.asarray(Image.open(out / "legend.png").convert("RGB")).reshape(-1, 3)
+    assert {tuple(c) for c in palette.palette(3)} <= {tuple(c) for c in np.unique(legend, axis=0)}
     mask = Image.open(out / "1.png")
     assert mask.mode == "P" and mask.size == (56, 48)
     assert mask.getpalette()[:9] == list(palette.voc_palette(3).ravel())

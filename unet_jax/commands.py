@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_jax import imageio, layouts, presets
+from unet_jax import imageio, layouts, palette, presets
 from unet_jax import prediction as predict_lib
 
 SCAN = 200  # samples per split `unet-jax data` reads by default
@@ -92,7 +92,7 @@ def _open(args):
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
-    from unet_jax import palette, registry
+    from unet_jax import registry
     files, unmatched = input_files(args.inputs)
     for item in unmatched:
         print(f"error:   {item}: no such file, folder or matching image", file=sys.stderr)
@@ -102,13 +102,14 @@ def cmd_predict(args) -> int:
     predictor = predict_lib.Predictor(model, _options(args))
     num_classes = predictor.classes
     values = presets.mask_values(model)
+    class_names = palette.class_names(num_classes, args.names)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     print(f"model:   {registry.arch_of_config(model.config).name}, {num_classes} classes; "
           f"preprocess {predictor.preset.name}, fit {predictor.fit}"
           + (f" {predictor.size[0]}x{predictor.size[1]}" if predictor.fit != "pad" else "")
           + f"; {len(predictor.devices)} device(s)")
-    failed, names = list(unmatched), set()
+    failed, names, seen = list(unmatched), set(), set()
     for first in tqdm(range(0, len(files), args.chunk), unit="batch", disable=not args.progress):
         batch = []
         for path in files[first:first + args.chunk]:
@@ -120,11 +121,12 @@ def cmd_predict(args) -> int:
         for (path, image), probs in zip(batch, predictor.probabilities([im for _, im in batch])):
             name = path.stem
             for n in range(2, 10**6):  # same-named inputs from different folders
-                if name not in names:
+                if name not in names and name != "legend":  # legend.png: the class colours
                     break
                 name = f"{path.stem}-{n}"
             names.add(name)
             mask = predict_lib.masks(probs)
+            seen.update(np.unique(mask).tolist())
             palette.mask_image(mask, num_classes).save(out / f"{name}.png")
             if values:  # milesial: the mask pixel values it was trained on, as its predict.py
                 palette.values_image(mask, values).save(out / f"{name}_mask.png")
@@ -132,7 +134,10 @@ def cmd_predict(args) -> int:
                 palette.overlay(image, mask, num_classes, args.overlay).save(out / f"{name}_overlay.png")
             if args.probabilities:
                 np.save(out / f"{name}.npy", probs.astype(np.float16 if args.half else np.float32))
-    print(f"done:    {len(names)} image(s) -> {out}" + (f"; {len(failed)} failed" if failed else ""))
+    if names:
+        palette.legend_image(palette.legend_entries(class_names, seen), out / "legend.png")
+    print(f"done:    {len(names)} image(s) -> {out}" + (f"; {len(failed)} failed" if failed else "")
+          + ("; legend.png: the class colours" if names else ""))
     return 2 if failed else 0
 
 
@@ -147,15 +152,13 @@ def cmd_evaluate(args) -> int:
                                channels=registry.uniform_option(model, "in_channels"),
                                out_of_range=args.out_of_range)
     result = evaluate.evaluate(model, dataset, _options(args), progress=args.progress)
-    names = args.names.split(",") if args.names else None
-    if names and len(names) != num_classes:
-        raise ValueError(f"--names gives {len(names)} names for {num_classes} classes")
+    names = palette.class_names(num_classes, args.names, found.name)
     paths = evaluate.write_report(result, Path(args.output), names)
     print(f"{found.name} {args.split}: {result['images']} images, {result['pixels']:,} pixels; "
           f"preprocess {result['preprocess']}, fit {result['fit']}")
     print(f"{'class':<14}{'IoU':>8}{'recall':>8}{'precision':>10}")
     for k in range(num_classes):
-        print(f"{(names or [str(i) for i in range(num_classes)])[k]:<14}{100 * result['iou'][k]:>8.2f}"
+        print(f"{names[k]:<14}{100 * result['iou'][k]:>8.2f}"
               f"{100 * result['recall'][k]:>8.2f}{100 * result['precision'][k]:>10.2f}")
     print(f"mIoU {100 * result['miou']:.2f}; mPA (mean recall) {100 * result['mrecall']:.2f}; "
           f"pixel accuracy {100 * result['pixel_acc']:.2f}\nwrote:   "
@@ -200,12 +203,16 @@ def add_parsers(sub) -> None:
     _prediction_flags(p)
     p.add_argument("inputs", nargs="+", help="image files, folders or globs (PNG/JPEG/BMP/TIFF)")
     p.add_argument("-o", "--output", required=True,
-                   help="folder for <name>.png (class ids, palette) and, for a milesial "
+                   help="folder for <name>.png (class ids, palette), legend.png (the class "
+                        "colours) and, for a milesial "
                         "checkpoint, <name>_mask.png (its mask_values)")
     p.add_argument("--overlay", type=int, default=0, choices=(-1, 0, 1, 2),
                    help="<name>_overlay.png as bubbliiiing mix_type: 0 blended, 1 colours, "
                         "2 image where not background; -1 none")
     p.add_argument("--probabilities", action="store_true", help="also <name>.npy (H, W, classes)")
+    p.add_argument("--names", default="", help="class names for legend.png (the colours): "
+                   f"comma-separated, or a dataset's ({', '.join(palette.LAYOUT_NAMES)}); "
+                   "default: class k")
     p.add_argument("--half", action="store_true", help="probabilities as float16")
     p.add_argument("--chunk", type=int, default=8, help="images read and predicted together")
     p.set_defaults(fn=cmd_predict)
@@ -216,6 +223,8 @@ def add_parsers(sub) -> None:
     e.add_argument("--split", default="val")
     e.add_argument("--out-of-range", choices=("error", "ignore"), default="error",
                    help="mask values >= the class count: an error, or ignored")
-    e.add_argument("--names", default="", help="comma-separated class names for the report")
+    e.add_argument("--names", default="", help="class names for the report: comma-separated, "
+                   f"or a dataset's ({', '.join(palette.LAYOUT_NAMES)}); default: the --data "
+                   "layout's where its class count matches, else class k")
     e.add_argument("-o", "--output", required=True, help="folder for metrics.json and the plots")
     e.set_defaults(fn=cmd_evaluate)

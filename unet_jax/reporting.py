@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from unet_jax import palette
 from unet_jax.inference import inference_jit
 
 
@@ -97,16 +98,44 @@ class Logger:
         pred = np.asarray(metrics.predictions(logits))
         truth = np.asarray(losses.center_crop_mask(np.stack([s[1] for s in samples]),
                                                    pred.shape[1], pred.shape[2]))
-        fig, axes = plt.subplots(len(samples), 3, figsize=(7, 2.3 * len(samples)), squeeze=False)
-        vmax = max(cfg.num_classes - 1, 1)
-        for row, image, t, p in zip(axes, images, truth, pred):
-            row[0].imshow(image[..., :3])
-            row[1].imshow(np.where(t == cfg.ignore_index, 0, t), vmin=0, vmax=vmax, cmap="tab10")
-            row[2].imshow(p, vmin=0, vmax=vmax, cmap="tab10")
-            for ax, title in zip(row, ("input", "ground truth", "prediction")):
-                ax.set_title(title, fontsize=9)
-                ax.axis("off")
-        fig.tight_layout()
+        names = palette.class_names(max(cfg.num_classes, 2), layout=layout_of(cfg.data))
+        fig = predictions_figure(images, truth, pred, names, cfg.ignore_index)
         fig.savefig(self.workdir / "predictions.png", dpi=90)
         plt.close(fig)
         model.train()
+
+
+def layout_of(data: str) -> str | None:
+    """The dataset layout name of a training `data` spec (None: synthetic, tfds)."""
+    from unet_jax import layouts
+    kind = data.partition(":")[0]
+    if kind in layouts.READERS:
+        return kind
+    return layouts.from_spec(data).name if kind == "folder" else None
+
+
+def predictions_figure(images, truth, pred, names: list[str], ignore_index: int = 255):
+    """A matplotlib figure: per sample the input, ground truth and prediction in the class
+    palette (`unet_jax.palette`), the prediction's pixel accuracy, a legend of the classes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cmap, vmin, vmax = palette.colormap(len(names))
+    truth = np.where(truth == ignore_index, palette.IGNORE_INDEX, truth)
+    fig, axes = plt.subplots(len(images), 3, figsize=(7.5, 0.8 + 2.3 * len(images)),
+                             squeeze=False, layout="constrained")
+    for row, image, t, p in zip(axes, images, truth, pred):
+        row[0].imshow(image[..., :3] if image.shape[-1] >= 3 else image[..., 0], cmap="gray")
+        row[1].imshow(t, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        row[2].imshow(p, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        valid = t != palette.IGNORE_INDEX
+        accuracy = (p == t)[valid].mean() if valid.any() else float("nan")
+        for ax, title in zip(row, ("input", "ground truth",
+                                   f"prediction ({100 * accuracy:.1f}% of pixels right)")):
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    present = np.union1d(np.unique(truth), np.unique(pred))
+    entries = palette.legend_entries(names, present, ignore=bool((truth == palette.IGNORE_INDEX).any()))
+    fig.legend(handles=palette.legend_handles(entries), loc="outside lower center", fontsize=8,
+               ncols=min(len(entries), 4), frameon=False)
+    return fig
