@@ -50,6 +50,35 @@ def randomize_batchnorm(module: torch.nn.Module, seed: int = 0) -> None:
                 m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (), generator=g)))
 
 
+def randomize_weights(module: torch.nn.Module, seed: int = 0) -> None:
+    """Every weight far from torch's default init, so a mixed-up tensor, a dropped term or a
+    computation in too low a precision shows beyond the fp64 tolerance: conv and transposed
+    conv weights He-scaled (std sqrt(2 / fan_in)), their biases ~ N(0, 0.5^2), BatchNorm
+    weights ~ N(0, 1) (signed), biases ~ N(0, 0.5^2), running means ~ N(0, 1), running
+    variances ~ U(0.2, 2.2)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def normal(t: torch.Tensor, std: float) -> None:
+        t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype) * std)
+
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                taps = m.weight.shape[2:].numel()
+                fan_in = (m.weight.shape[0] * taps / (m.stride[0] * m.stride[1])
+                          if isinstance(m, torch.nn.ConvTranspose2d) else m.weight.shape[1] * taps)
+                normal(m.weight, (2 / max(1.0, fan_in)) ** 0.5)
+                if m.bias is not None:
+                    normal(m.bias, 0.5)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                normal(m.weight, 1.0)
+                normal(m.bias, 0.5)
+                normal(m.running_mean, 1.0)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=m.running_var.dtype)
+                                    * 2 + 0.2)
+                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (), generator=g)))
+
+
 def random_reference(config, seed: int = 0) -> torch.nn.Module:
     """A torch reference in eval mode with random weights and BatchNorm statistics."""
     torch.manual_seed(seed)
