@@ -116,7 +116,8 @@ def test_export_loads_strictly_into_torch_and_reproduces_outputs(checkpoint, tmp
 
 
 def test_load_rejects_foreign_directories(tmp_path):
-    with pytest.raises(ValueError, match="not a saved unet-jax model or training workdir"):
+    with pytest.raises(ValueError, match="not a saved unet-jax model, training workdir or smp "
+                                         "save_pretrained folder"):
         unet_jax.load(tmp_path)
     model = unet_jax.create_model("imgseg_unet", base_width=4)
     unet_jax.save(model, tmp_path / "m")

@@ -3,8 +3,9 @@
 A saved model is an orbax checkpoint of the weights plus `unet_jax.json` naming the arch and
 config. A training workdir holds `run.json` (arch, config, training options) and orbax
 checkpoint managers `best/` (by val mIoU) and `checkpoints/` (periodic), whose `model` item
-is the model's state. `load(path)` takes either and rebuilds the model without being told
-what it is.
+is the model's state. `load(path)` takes either (or a segmentation_models_pytorch
+`save_pretrained` folder) and rebuilds the model without being told what it is;
+`source_kind` is the one place that tells model sources apart.
 """
 
 import contextlib
@@ -129,6 +130,31 @@ def is_workdir(path: Path) -> bool:
     return (Path(path) / RUN).is_file()
 
 
+def source_kind(path: str | Path) -> str:
+    """What the model source `path` is: "saved" (a saved model), "workdir" (a training
+    workdir), "smp" (a segmentation_models_pytorch `save_pretrained` folder) or "torch" (a
+    checkpoint file, told by its content). Anything else raises a ModelSourceError saying
+    what it is."""
+    from unet_jax.convert import io, smp_hub
+    path = Path(path)
+    if path.is_dir():
+        if (path / METADATA).is_file():
+            return "saved"
+        if is_workdir(path):
+            return "workdir"
+        if smp_hub.is_folder(path):
+            return "smp"
+        raise ModelSourceError(f"{path} is not a saved unet-jax model, training workdir or smp "
+                               f"save_pretrained folder: {describe_directory(path)}")
+    if not path.exists():
+        raise ModelSourceError(f"{path} does not exist (no such file or folder)")
+    try:
+        io.sniff(path)
+    except io.CheckpointError as e:
+        raise ModelSourceError(str(e)) from None
+    return "torch"
+
+
 def describe_directory(path: Path) -> str:
     """What a directory given as a checkpoint is, and what to do with it."""
     path = Path(path)
@@ -167,6 +193,20 @@ def _abstract(config):
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
 
 
+@contextlib.contextmanager
+def absl_errors_only():
+    """Only errors of absl's logger (orbax logs through it), e.g. not the "Given directory is
+    read only" warnings of every read-only restore."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@absl_errors_only()
 def _restore_from_workdir(directory: Path, config, which: str):
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
@@ -204,8 +244,9 @@ def _restore_saved(directory: Path, config, meta: dict) -> nnx.Module:
 
 
 def load(path: str | Path, *, arch: str | None = None, which: str = "best") -> nnx.Module:
-    """The model in `path`, in eval mode: a saved model directory, or a training workdir
-    (its best checkpoint by val mIoU, or `which="latest"`). With `arch`, it must match."""
+    """The model in `path`, in eval mode: a saved model directory, a training workdir (its
+    best checkpoint by val mIoU, or `which="latest"`) or an smp `save_pretrained` folder.
+    With `arch`, it must match."""
     return load_with_info(path, arch=arch, which=which)[0]
 
 
@@ -213,6 +254,14 @@ def load_with_info(path: str | Path, *, arch: str | None = None, which: str = "b
                    ) -> tuple[nnx.Module, str]:
     """`load`, also returning one line saying what was loaded."""
     directory = Path(path).absolute()
+    kind = source_kind(directory)
+    if kind == "torch":
+        raise ModelSourceError(f"{directory} is a torch checkpoint file, not a saved model or "
+                               "training workdir: read it with unet_jax.load_torch")
+    if kind == "smp":
+        from unet_jax.convert.api import load_torch_with_report
+        return (load_torch_with_report(directory, arch)[0],
+                f"smp save_pretrained folder {directory}")
     meta, where = _metadata(directory)
     spec, config = config_from_metadata(meta, where)
     if arch is not None and arch != spec.name:

@@ -9,7 +9,6 @@ shapes change (the head; the first conv for channels), as fine-tuning needs.
 import dataclasses
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from flax import nnx
 
@@ -25,19 +24,17 @@ def adaptable_names(arch: registry.Arch | None = None) -> set[str]:
     return {n for a in archs for k in ADAPTABLE for n in (k, a.uniform[k])}
 
 
-def is_directory(source) -> bool:
-    return not isinstance(source, Mapping) and Path(source).is_dir()
-
-
 def open_model(source: str | os.PathLike | Mapping, arch: str | None = None, *,
                which: str = "best", dtype=None, **config):
     """(model in eval mode, report, torch state_dict) from any model source.
 
-    Directories (saved models, training workdirs; `which` picks a workdir's "best" or
-    "latest" checkpoint) are exported to a state_dict and loaded like a torch file, so every
-    source gets the same checks, `dtype` and report; the report's "notes" say what was read.
+    Torch files and smp `save_pretrained` folders are read as they are; saved models and
+    training workdirs (`which` picks a workdir's "best" or "latest" checkpoint) are exported
+    to a state_dict and loaded like a torch file, so every source gets the same checks,
+    `dtype` and report; the report's "notes" say what was read. `saving.source_kind` tells
+    them apart.
     """
-    if not is_directory(source):
+    if isinstance(source, Mapping) or saving.source_kind(source) in ("torch", "smp"):
         return load_torch_with_report(source, arch, dtype=dtype, **config)
     saved, info = saving.load_with_info(source, arch=arch, which=which)
     spec = registry.arch_of_config(saved.config)

@@ -29,6 +29,11 @@ WRAPPERS = ("model_state", "state_dict", "model_state_dict", "model", "net", "ne
 PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
 # Tensors that profiling tools attach to every module (thop's `profile`).
 BOOKKEEPING = ("total_ops", "total_params")
+# Image formats told by their first bytes, so an image passed as a model is named as one.
+IMAGES = {"PNG": lambda h: h.startswith(b"\x89PNG"), "JPEG": lambda h: h.startswith(b"\xff\xd8\xff"),
+          "GIF": lambda h: h.startswith(b"GIF8"), "BMP": lambda h: h.startswith(b"BM"),
+          "TIFF": lambda h: h[:4] in (b"II*\x00", b"MM\x00*"),
+          "WebP": lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"}
 
 
 class CheckpointError(ValueError):
@@ -160,6 +165,9 @@ def sniff(path: Path) -> str:
         return "safetensors"  # an 8-byte header length, then the JSON header
     if head[257:262] == b"ustar":
         return "tar"
+    image = next((name for name, test in IMAGES.items() if test(head)), None)
+    if image:
+        raise CheckpointError(f"{path} is a {image} image, not a model checkpoint")
     shown = head[:16].decode("latin-1").encode("unicode_escape").decode()
     raise CheckpointError(f"{path} is not a torch checkpoint or a safetensors file "
                           f"(it starts with {shown!r})")
