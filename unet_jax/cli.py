@@ -6,13 +6,15 @@ torch references from the `parity` package lazily; the rest never import torch.
 """
 
 import argparse
+import difflib
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from unet_jax import compile_cache
+from unet_jax import compile_cache, compile_notice
 from unet_jax.kernels.cpu import host_memory
 
 
@@ -131,8 +133,17 @@ def cmd_parity(args) -> int:
 def cmd_export(args) -> int:
     import unet_jax
     from unet_jax.convert.io import write_state_dict
-    from unet_jax.saving import load_with_info
-    model, info = load_with_info(args.directory, which=args.which)
+    from unet_jax.saving import ModelSourceError, load_with_info, source_kind
+    takes = "export takes a saved model, a training workdir or an smp save_pretrained folder"
+    try:
+        kind = source_kind(args.model)
+    except ModelSourceError as e:
+        raise ModelSourceError(f"{e}; {takes}") from None
+    if kind == "torch":
+        raise ModelSourceError(
+            f"{args.model} is a torch checkpoint file; {takes}. Convert it first: unet-jax "
+            f"convert {args.model} -o MODEL_DIR, then unet-jax export MODEL_DIR -o {args.output}")
+    model, info = load_with_info(args.model, which=args.which)
     state = unet_jax.to_torch_state_dict(model)
     if Path(args.output).suffix:
         path = write_state_dict(state, args.output)
@@ -241,9 +252,41 @@ def _peek_arch(argv: list[str] | None) -> str:
     return ""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose "invalid choice" errors (commands, choice flags) add "did you mean"."""
+
+    def error(self, message: str):
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if match:
+            choices = re.findall(r"'([^']*)'", match[2])
+            message += did_you_mean(match[1], choices)
+        super().error(message)
+
+
+def did_you_mean(given: str, candidates: list[str], prefix: str = "") -> str:
+    """"; did you mean PREFIX+X?" for the candidate X closest to `given`, or ""."""
+    close = difflib.get_close_matches(given, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line parsed; a flag the command does not have gets that command's usage
+    and "did you mean" (exit 2)."""
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = parser.commands[args.command]
+        flags = [f[2:] for f in command._option_string_actions if f.startswith("--")]
+        hint = next((h for h in (did_you_mean(a.partition("=")[0].lstrip("-"), flags, "--")
+                                 for a in extra if a.startswith("-")) if h), "")
+        command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unet-jax", description=__doc__.splitlines()[0])
+    p = Parser(prog="unet-jax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    p.commands = sub.choices  # name -> the command's parser
 
     sub.add_parser("list", help="the archs, their options and sources").set_defaults(fn=cmd_list)
 
@@ -260,7 +303,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_convert)
 
     q = sub.add_parser("parity", help="prove a checkpoint converts exactly")
-    q.add_argument("checkpoint", help="torch file, saved model or training workdir")
+    q.add_argument("checkpoint", help="torch file, saved model, training workdir or smp "
+                                      "save_pretrained folder")
     q.add_argument("--which", choices=("best", "latest"), default="best",
                    help="of a training workdir: the best (val mIoU) or latest checkpoint")
     q.add_argument("--arch")
@@ -273,7 +317,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_parity)
 
     e = sub.add_parser("export", help="saved model or training workdir -> torch .pth / .safetensors")
-    e.add_argument("directory", help="saved model or training workdir")
+    e.add_argument("model", help="saved model, training workdir or smp save_pretrained folder")
     e.add_argument("--which", choices=("best", "latest"), default="best",
                    help="of a training workdir: the best (val mIoU) or latest checkpoint")
     e.add_argument("-o", "--output", required=True,
@@ -306,13 +350,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argv).parse_args(argv)
+    args = parse_args(argv)
     if args.command != "bench":  # the bench sets its own (scripts/bench.py skips the CLI)
         host_memory.keep_freed_memory()  # before JAX starts its threads
         compile_cache.enable()
+    from unet_jax import data
     from unet_jax.convert.engine import ConversionError
     from unet_jax.convert.io import CheckpointError
     from unet_jax.train import NonFiniteLossError
+    # for this command (main may run in-process): messages name flags, compilations announced
+    before = data.COMMAND_LINE, compile_notice.ENABLED
+    data.COMMAND_LINE, compile_notice.ENABLED = True, args.command != "bench"
     try:
         return args.fn(args)
     except NonFiniteLossError as e:
@@ -324,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        data.COMMAND_LINE, compile_notice.ENABLED = before
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ def cmd_data(args) -> int:
           f"({found.split_rule})" + ("\nmasks:   binary (255 -> class 1)" if found.binary else ""))
     problems = []
     for split, pairs in found.splits.items():
-        dataset = data.FileDataset(tuple(pairs), args.classes or 256, binary=found.binary)
+        dataset = data.FileDataset(tuple(pairs), args.classes or 256, binary=found.binary,
+                                   fixes="count them as classes with --classes {classes}, or map "
+                                         "them to the ignore index in train and evaluate with "
+                                         "--out-of-range ignore")
         count = len(pairs) if args.scan == 0 else min(len(pairs), args.scan)
         values, sizes = set(), {}
         for i in range(count):
@@ -81,6 +84,32 @@ def _options(args) -> predict_lib.Options:
                                tta=args.tta, batch=args.batch)
 
 
+def _check_model(args) -> None:
+    """Refuse a model argument that is no model source before any image is read; an image
+    there (arguments swapped) is told so."""
+    from unet_jax.saving import ModelSourceError, source_kind
+    try:
+        source_kind(args.model)
+    except ModelSourceError as e:
+        if Path(args.model).suffix.lower() not in layouts.IMAGE_SUFFIXES:
+            raise
+        raise ModelSourceError(f"{e}; the first argument of {args.command} is the model (a saved "
+                               "model, training workdir, smp save_pretrained folder or torch "
+                               "checkpoint)") from None
+
+
+def _check_output(args) -> None:
+    """Refuse an output that is a file or a folder that is not empty, as convert and export
+    do: nothing a user has is overwritten."""
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; {args.command} writes a folder: choose a new "
+                              "folder name")
+    if out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; nothing written: choose a new "
+                              "folder, or empty it")
+
+
 def _open(args):
     from unet_jax.sources import open_model
     model, report, _ = open_model(args.model, args.arch, which=args.which)
@@ -93,9 +122,13 @@ def cmd_predict(args) -> int:
     from tqdm import tqdm
 
     from unet_jax import registry
+    _check_model(args)
+    _check_output(args)
     files, unmatched = input_files(args.inputs)
     for item in unmatched:
-        print(f"error:   {item}: no such file, folder or matching image", file=sys.stderr)
+        why = ("a folder without images (" + ", ".join(layouts.IMAGE_SUFFIXES) + ")"
+               if Path(item).is_dir() else "no such file, folder or matching image")
+        print(f"error:   {item}: {why}", file=sys.stderr)
     if not files:
         raise ValueError("no input images")
     model = _open(args)
@@ -143,6 +176,8 @@ def cmd_predict(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from unet_jax import data, evaluate, registry
+    _check_model(args)
+    _check_output(args)
     model = _open(args)
     found = layouts.from_spec(args.data)
     if args.split not in found.splits:
@@ -150,7 +185,9 @@ def cmd_evaluate(args) -> int:
     num_classes = max(2, registry.uniform_option(model, "num_classes"))
     dataset = data.FileDataset(tuple(found.splits[args.split]), num_classes, binary=found.binary,
                                channels=registry.uniform_option(model, "in_channels"),
-                               out_of_range=args.out_of_range)
+                               out_of_range=args.out_of_range,
+                               fixes="map them to the ignore index with --out-of-range ignore, or "
+                                     "evaluate a model of {classes} or more classes")
     result = evaluate.evaluate(model, dataset, _options(args), progress=args.progress)
     names = palette.class_names(num_classes, args.names, found.name)
     paths = evaluate.write_report(result, Path(args.output), names)
@@ -167,7 +204,8 @@ def cmd_evaluate(args) -> int:
 
 
 def _prediction_flags(p) -> None:
-    p.add_argument("model", help="saved model, training workdir, or torch checkpoint (converted in memory)")
+    p.add_argument("model", help="saved model, training workdir, smp save_pretrained folder or "
+                                 "torch checkpoint (converted in memory)")
     p.add_argument("--arch", help="of a torch checkpoint: skip arch inference")
     p.add_argument("--which", choices=("best", "latest"), default="best",
                    help="of a training workdir: the best (val mIoU) or latest checkpoint")

@@ -23,6 +23,16 @@ import numpy as np
 from unet_jax import imageio
 from unet_jax.imageio import IGNORE_INDEX
 
+COMMAND_LINE = False  # messages name options as flags (`--out-of-range ignore`); the CLI sets it
+
+
+def option(name: str, value) -> str:
+    """An option as the user spells it: `--out-of-range ignore` from the command line,
+    `out_of_range="ignore"` from Python."""
+    if COMMAND_LINE:
+        return f"--{name.replace('_', '-')} {value}"
+    return f'{name}="{value}"' if isinstance(value, str) else f"{name}={value}"
+
 
 class Dataset(Protocol):
     """Random-access segmentation samples. Implement these three to plug in a new source."""
@@ -89,7 +99,8 @@ class FileDataset:
     """Image/mask file pairs (one split of a `unet_jax.layouts.Layout`), read with Pillow,
     checked, and fitted to (height, width) by `fit` ("resize" or "letterbox").
 
-    Mask values >= num_classes that are not `ignore_index` raise, naming the file, or with
+    Mask values >= num_classes that are not `ignore_index` raise, naming the file and the ways
+    out (`fixes`, `{classes}` standing for the class count that would hold them), or with
     `out_of_range="ignore"` become the ignore index (as bubbliiiing maps them)."""
 
     pairs: tuple[tuple[Path, Path], ...]
@@ -101,6 +112,7 @@ class FileDataset:
     fit: str = "resize"
     out_of_range: str = "error"
     ignore_index: int = IGNORE_INDEX
+    fixes: str = ""  # "": out_of_range / num_classes, spelled by `option`
 
     def __post_init__(self):
         if self.fit not in ("resize", "letterbox"):
@@ -122,10 +134,14 @@ class FileDataset:
         bad = (mask >= self.num_classes) & (mask != self.ignore_index)
         if bad.any():
             if self.out_of_range == "error":
-                raise ValueError(f"{mask_path}: mask values {np.unique(mask[bad])[:8].tolist()} "
-                                 f"are neither classes 0..{self.num_classes - 1} nor the ignore "
-                                 f"index {self.ignore_index} (map them to ignore with "
-                                 "out_of_range=ignore)")
+                values = np.unique(mask[bad])
+                classes = int(values.max()) + 1
+                fixes = (self.fixes.format(classes=classes) if self.fixes else
+                         f"map them to the ignore index with {option('out_of_range', 'ignore')}, "
+                         f"or train {classes} classes with {option('num_classes', classes)}")
+                raise ValueError(f"{mask_path}: mask values {values[:8].tolist()} are neither "
+                                 f"classes 0..{self.num_classes - 1} nor the ignore index "
+                                 f"{self.ignore_index}: {fixes}")
             mask = np.where(bad, self.ignore_index, mask).astype(np.uint8)
         return image, mask
 

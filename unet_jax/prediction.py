@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from PIL import Image
 
-from unet_jax import imageio, presets, registry
+from unet_jax import compile_notice, imageio, presets, registry
 from unet_jax.inference import inference_jit
 
 BUCKET = 128  # canvas sides up to `tile` are padded to a multiple of this
@@ -74,7 +74,7 @@ def _probabilities(preset_name: str, tta: bool):
         p = probs(model, x)
         return (p + probs(model, x[:, :, ::-1])[:, :, ::-1]) / 2 if tta else p
 
-    return probabilities
+    return compile_notice.Announced(probabilities, "the prediction", "windows")
 
 
 def _weights(length: int, window: int, blend: str) -> np.ndarray:

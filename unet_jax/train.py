@@ -29,6 +29,7 @@ from jax.sharding import PartitionSpec as P
 import unet_jax
 from unet_jax import augment, faults, layouts, losses, metrics, presets, registry, saving, workdir_lock
 from unet_jax import data as data_lib
+from unet_jax.compile_notice import Announced
 from unet_jax.inference import inference_jit
 
 # ----------------------------------------------------------------------------- config
@@ -37,7 +38,7 @@ from unet_jax.inference import inference_jit
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     arch: str = ""  # registered arch name (unet-jax list); "": the init_from model's, else imgseg_unet
-    model: dict = dataclasses.field(default_factory=dict)  # arch options, e.g. {"base_width": 16}
+    model: dict = dataclasses.field(default_factory=dict)  # arch options (unet-jax list names them)
     num_classes: int = 0  # classes incl. background (1 channel for "bce"); 0: init_from's, else 4
     init_from: str = ""  # torch checkpoint, saved model or training workdir to start from (fine-tune)
     backbone_weights: str = ""  # torchvision ImageNet file for vgg16_unet / resnet50_unet
@@ -583,6 +584,8 @@ def _train_in(workdir: Path, cfg: TrainConfig, model, init_lines, train_set, val
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, model, steps_per_epoch), wrt=nnx.Param)
     nnx.update((model, optimizer), jax.device_put(nnx.state((model, optimizer)), replicated))
     train_step, eval_step = make_steps(cfg)
+    train_step = Announced(train_step, "the train step")
+    eval_step = Announced(eval_step, "the eval step")
     lr_at = learning_rate(cfg, steps_per_epoch)
 
     periodic, best = checkpoint_managers(workdir, cfg.keep)
@@ -750,6 +753,8 @@ def add_flags(parser, arch: str = "") -> None:
         if isinstance(value, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif isinstance(value, dict):
+            help_ = (f"{comments.get(f.name, '')}: KEY=VALUE (repeatable) or a JSON object, e.g. "
+                     f"{flag} base_width=16 or {flag} '{{\"base_width\": 16}}' (default: {shown})")
             parser.add_argument(flag, action="append", metavar="KEY=VALUE", help=help_)
         elif isinstance(value, tuple):
             parser.add_argument(flag, type=float, nargs="*", help=help_)
@@ -759,6 +764,28 @@ def add_flags(parser, arch: str = "") -> None:
                         help="set any field, e.g. --set lr=0.01")
 
 
+def model_options(given: list[str], parse_value) -> dict:
+    """`--model` values, merged in order: KEY=VALUE pairs and JSON objects."""
+    options = {}
+    for item in given:
+        if item.lstrip().startswith("{"):
+            try:
+                value = json.loads(item)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--model {item}: not valid JSON ({e})") from None
+            if not isinstance(value, dict):
+                raise ValueError(f"--model {item}: a JSON object of options, not a "
+                                 f"{type(value).__name__}")
+            options.update(value)
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--model expects KEY=VALUE (e.g. base_width=16) or a JSON object "
+                             f"(e.g. '{{\"base_width\": 16}}'), got {item!r}")
+        options[key.strip()] = parse_value(value)
+    return options
+
+
 def config_from_args(args, parse_value) -> TrainConfig:
     values = {}
     for f in dataclasses.fields(TrainConfig):
@@ -766,7 +793,7 @@ def config_from_args(args, parse_value) -> TrainConfig:
         if given is None:
             continue
         if f.name == "model":
-            given = {k: parse_value(v) for k, _, v in (p.partition("=") for p in given)}
+            given = model_options(given, parse_value)
         values[f.name] = tuple(given) if f.name == "head_weights" else given
     for pair in args.set:
         key, _, value = pair.partition("=")
