@@ -50,12 +50,12 @@ class Checkpoint:
     notes: list[str] = dataclasses.field(default_factory=list)  # how the state_dict was found
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)  # plain non-tensor entries
     config: tuple[str, dict] | None = None  # (arch, options) stated beside the weights (smp)
+    prefix: str = ""  # removed from every key (`module.`, ...): keys as stored = prefix + key
 
 
 def _is_tensor(value: Any) -> bool:
     return (isinstance(value, np.ndarray | torch_pickle.Tensor)
             or (hasattr(value, "detach") and hasattr(value, "shape")))
-    prefix: str = ""  # removed from every key (`module.`, ...): keys as stored = prefix + key
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -142,12 +142,12 @@ def unwrap(obj: Any, label: str) -> Checkpoint:
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix):]: v for k, v in tensors.items()}
             ck.notes.append(f"prefix {prefix!r} removed")
+            ck.prefix += prefix
     try:
         ck.tensors = {k: _to_numpy(v) for k, v in tensors.items()}
     except torch_pickle.UnsafePickleError as e:
         raise CheckpointError(f"{label} is damaged: {e}") from e
     return ck
-            ck.prefix += prefix
 
 
 def sniff(path: Path) -> str:
