@@ -108,9 +108,6 @@ def test_a_mixed_or_mislabelled_checkpoint_names_every_bias_key():
                             arch="milesial_unet", conv_bias=False)
 
 
-@pytest.mark.xfail(strict=True, raises=unet_jax.ModelSourceError,
-                   reason="saving.config_from_metadata does not yet fill a stored config's "
-                          "missing fields from the config's MISSING_MEANS")
 def test_a_saved_model_lacking_conv_bias_in_its_config_is_the_biased_layout(tmp_path):
     """unet-jax models saved before `conv_bias` existed were built with the conv biases: a
     stored config without the field means conv_bias=True (MilesialUNetConfig.MISSING_MEANS)."""
@@ -125,3 +122,19 @@ def test_a_saved_model_lacking_conv_bias_in_its_config_is_the_biased_layout(tmp_
     assert loaded.config == config
     x = random_input(37, 45)
     np.testing.assert_array_equal(harness.jax_forward(loaded, x)[0], harness.jax_forward(model, x)[0])
+
+
+def test_a_workdir_written_before_conv_bias_resumes_only_with_the_biased_layout(tmp_path):
+    """run.json of a workdir written before `conv_bias` existed lacks the field: resuming with
+    the biased model is the same run, the bias-free one is another model."""
+    from unet_jax import train
+    cfg = train.TrainConfig(arch="milesial_unet", workdir=str(tmp_path), image_size=32)
+    biased = unet_jax.create_model("milesial_unet", base_width=4, n_classes=2, conv_bias=True)
+    train.claim_workdir(tmp_path, cfg, biased)
+    run = json.loads((tmp_path / "run.json").read_text())
+    del run["config"]["conv_bias"]
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    train.claim_workdir(tmp_path, cfg, biased)
+    bias_free = unet_jax.create_model("milesial_unet", base_width=4, n_classes=2)
+    with pytest.raises(ValueError, match="holds a run of another model"):
+        train.claim_workdir(tmp_path, cfg, bias_free)

@@ -111,7 +111,9 @@ def config_from_metadata(meta: dict, where: Path):
                                f"unet-jax reads format {FORMAT}. Re-save it with a matching version.")
     try:
         arch = registry.get_arch(meta["arch"])
-        return arch, registry.make_config(arch.name, **meta["config"])
+        # fields added since the file was written: what their absence meant then
+        stored = {**getattr(arch.config, "MISSING_MEANS", {}), **meta["config"]}
+        return arch, registry.make_config(arch.name, **stored)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelSourceError(f"{where} is damaged or from another version ({e})") from e
 

@@ -539,6 +539,8 @@ def claim_workdir(workdir: Path, cfg: TrainConfig, model: nnx.Module) -> None:
     path = workdir / saving.RUN
     if path.is_file():
         stored = json.loads(path.read_text())
+        if stored.get("arch") == record["arch"]:  # as read back: fields added since filled in
+            stored["config"] = dataclasses.asdict(saving.config_from_metadata(stored, path)[1])
         differ = [f"{k}: {stored.get(k)!r} in the workdir, {record[k]!r} now"
                   for k in RUN_IDENTITY if stored.get(k) != record[k]]
         if differ:
