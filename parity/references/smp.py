@@ -2,10 +2,12 @@
 encoders, with smp's module names and key layout (encoders/resnet.py ResNetEncoder,
 decoders/unet/decoder.py, decoders/unetplusplus/decoder.py, base/modules.py Conv2dReLU /
 SCSEModule / Attention, base/heads.py SegmentationHead). Changed: torchvision's ResNet is
-written out (same attributes) so neither torchvision nor smp is needed; only the options
-unet-jax ports (BatchNorm or no decoder norm, scse or no attention, nearest interpolation,
-no activation or aux head). Checked against smp 0.6.0 itself: equal outputs on the same
-state_dict (README)."""
+written out (same attributes) so neither torchvision nor smp is needed (the `parity` and
+`convert` commands and `unet-jax demo` run with torch alone); only the options unet-jax
+ports (BatchNorm or no decoder norm, also under the deprecated `decoder_use_batchnorm`, scse
+or no attention, nearest interpolation, no activation or aux head). Checked against the real
+smp package (equal outputs on the same state_dict, float64 and float32) by
+tests/test_smp_upstream.py."""
 
 import torch
 import torch.nn as nn
@@ -203,9 +205,11 @@ class _Model(nn.Module):
 
     def __init__(self, encoder_name="resnet34", encoder_depth=5, decoder_channels=(256, 128, 64, 32, 16),
                  decoder_use_norm="batchnorm", decoder_attention_type=None,
-                 decoder_interpolation="nearest", in_channels=3, classes=1):
+                 decoder_interpolation="nearest", in_channels=3, classes=1, decoder_use_batchnorm=None):
         super().__init__()
         self.encoder = ResNetEncoder(encoder_name, in_channels, encoder_depth)
+        if decoder_use_batchnorm is not None:  # smp: the deprecated spelling, when given, wins
+            decoder_use_norm = decoder_use_batchnorm
         use_norm = decoder_use_norm in ("batchnorm", True)
         self.decoder = self.decoder_cls(self.encoder.out_channels[:encoder_depth + 1], decoder_channels,
                                         use_norm, decoder_attention_type)

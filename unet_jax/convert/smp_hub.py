@@ -32,8 +32,8 @@ def read_config(folder: Path) -> tuple[str, dict, list[str]]:
     if raw.get("aux_params") is not None:
         raise CheckpointError(f"{path}: aux_params (smp's classification head) is not ported")
     options = {k: raw[k] for k in OPTIONS if k in raw}
-    if raw.get("decoder_use_batchnorm") is not None:  # the older name, written too, wins (smp)
-        options["decoder_use_norm"] = raw["decoder_use_batchnorm"]
+    if raw.get("decoder_use_batchnorm") is not None:  # the older name: the config resolves it as smp
+        options["decoder_use_batchnorm"] = raw["decoder_use_batchnorm"]
     if "decoder_channels" in options:
         options["decoder_channels"] = tuple(options["decoder_channels"])
     notes = [f"config from {path} ({raw['_model_class']})"]

@@ -8,7 +8,10 @@ skip's exact size, so any size works; `UnetPlusPlus`: a fixed x2, sides divisibl
 2**depth), concat [upsampled, skips], optional scSE (`attention1`), two `Conv2dReLU`
 (conv, BatchNorm or none, ReLU; the conv has a bias only without a norm), optional scSE
 (`attention2`); `segmentation_head.0` a 3x3 conv. smp's `activation` is not part of the
-model here (logits out; the weights do not depend on it).
+model here (logits out; the weights do not depend on it). The decoder norm takes smp 0.6's
+spellings (`get_norm_layer`: True/False, names in any case, {"type": name}) and its
+deprecated `decoder_use_batchnorm`, which, when not None, wins over `decoder_use_norm`.
+Checked against smp 0.6.0 itself by tests/test_smp_upstream.py.
 """
 
 import dataclasses
@@ -24,7 +27,32 @@ from unet_jax.models.backbones import resnet
 from unet_jax.nn import BatchNorm, Conv2d, check_divisible, check_input, gate, resize_nearest
 
 ENCODERS = tuple(resnet.BLOCKS)
-NORMS = {"batchnorm": True, True: True, "identity": False, False: False}
+NORMS = ("batchnorm", "identity")  # ported; smp 0.6 also has inplace, layernorm, instancenorm
+SCSE_REDUCTION = 16  # SCSEModule(reduction=16): its cSE squeezes C to C // 16 channels
+
+
+def decoder_norm(option: str, value) -> tuple[str | None, str | None]:
+    """(norm, None) or (None, the problem) for one of smp's `use_norm` spellings
+    (`base/modules.py get_norm_layer`): True / False, a norm name (any case), {"type": name}."""
+    if value is True or value is False:
+        return ("batchnorm" if value else "identity"), None
+    kind = value.get("type") if isinstance(value, dict) else value
+    if not isinstance(kind, str):
+        return None, f"{option} {value!r} (True, False, a norm name or {{'type': name}})"
+    kind = kind if isinstance(value, dict) else kind.lower()  # smp lowers only the plain name
+    if kind == "inplace":
+        return None, (f"{option} {value!r}: smp builds inplace_abn's InPlaceABN (needs the "
+                      "inplace_abn package), which scales by abs(weight) + eps and fuses the "
+                      "ReLU, so a BatchNorm would compute other outputs from its weights; not "
+                      "ported (use 'batchnorm' or 'identity')")
+    if kind not in NORMS:
+        known = kind in ("layernorm", "instancenorm")
+        return None, (f"{option} {value!r}: " + ("not ported" if known else "unknown to smp")
+                      + " (ported: 'batchnorm' or True, 'identity' or False)")
+    if isinstance(value, dict) and set(value) != {"type"}:
+        return None, (f"{option} {value!r}: norm arguments {sorted(set(value) - {'type'})} "
+                      "are not ported (only {'type': name})")
+    return kind, None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +60,14 @@ class SmpUnetConfig:
     encoder_name: str  # resnet18 | resnet34 | resnet50
     encoder_depth: int  # 3..5 stages used (the unused layers stay in the state_dict)
     decoder_channels: tuple  # one width per decoder block (encoder_depth of them)
-    decoder_use_norm: str  # "batchnorm" (or True) | "identity" (or False)
+    decoder_use_norm: str  # "batchnorm" (or True) | "identity" (or False); smp's spellings
     decoder_attention_type: str | None  # None | "scse"
     decoder_interpolation: str  # "nearest" (the only mode ported)
     in_channels: int  # input image channels
     classes: int  # output channels of the segmentation head
+    # smp's deprecated name of decoder_use_norm (older configs and scripts): when not None it
+    # wins, as in smp; folded into decoder_use_norm, so always None in a built config
+    decoder_use_batchnorm: bool | str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "decoder_channels", tuple(self.decoder_channels))
@@ -48,21 +79,27 @@ class SmpUnetConfig:
         if len(self.decoder_channels) != self.encoder_depth or min(self.decoder_channels, default=1) < 1:
             problems.append(f"decoder_channels {self.decoder_channels} ({self.encoder_depth} "
                             "positive widths, one per block)")
-        if self.decoder_use_norm not in NORMS:
-            problems.append(f"decoder_use_norm {self.decoder_use_norm!r} (batchnorm/True or "
-                            "identity/False)")
+        option = "decoder_use_norm" if self.decoder_use_batchnorm is None else "decoder_use_batchnorm"
+        norm, problem = decoder_norm(option, getattr(self, option))
+        if problem:
+            problems.append(problem)
         if self.decoder_attention_type not in (None, "scse"):
             problems.append(f"decoder_attention_type {self.decoder_attention_type!r} (None or scse)")
+        elif self.decoder_attention_type and any(c < SCSE_REDUCTION for c in self.decoder_channels):
+            problems.append(f"decoder_attention_type 'scse' with decoder_channels {self.decoder_channels}"
+                            f" (each >= {SCSE_REDUCTION}: scSE squeezes a block's channels "
+                            f"{SCSE_REDUCTION}-fold, and torch cannot run smp's zero-width conv of "
+                            "a narrower one)")
         if self.decoder_interpolation != "nearest":
             problems.append(f"decoder_interpolation {self.decoder_interpolation!r} (nearest)")
         if problems:
             raise ValueError("smp model options not supported: " + "; ".join(problems))
-        norm = "batchnorm" if NORMS[self.decoder_use_norm] else "identity"
-        object.__setattr__(self, "decoder_use_norm", norm)  # True/False: smp's synonyms
+        object.__setattr__(self, "decoder_use_norm", norm)  # one spelling, as smp resolves it
+        object.__setattr__(self, "decoder_use_batchnorm", None)
 
     @property
     def batchnorm(self) -> bool:
-        return NORMS[self.decoder_use_norm]
+        return self.decoder_use_norm == "batchnorm"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +129,10 @@ class SCSE(nnx.Module):
         self.sSE0 = Conv2d(ch, 1, 1, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        c = jnp.mean(x, axis=(1, 2), keepdims=True, dtype=jnp.float32).astype(x.dtype)
+        # AdaptiveAvgPool2d(1): accumulated in at least float32 (bf16 sums drift), never
+        # below the input's precision (a float32 mean of float64 features is ~1e-7 off)
+        wide = jnp.promote_types(x.dtype, jnp.float32)
+        c = jnp.mean(x, axis=(1, 2), keepdims=True, dtype=wide).astype(x.dtype)
         c = nnx.sigmoid(self.cSE3(nnx.relu(self.cSE1(c))))
         return gate(x, c) + gate(x, nnx.sigmoid(self.sSE0(x)))
 
@@ -131,11 +171,13 @@ class SmpUnet(nnx.Module):
                  decoder_channels: tuple = (256, 128, 64, 32, 16),
                  decoder_use_norm: str | bool = "batchnorm", decoder_attention_type: str | None = None,
                  decoder_interpolation: str = "nearest", in_channels: int = 3, classes: int = 1, *,
-                 plus_plus: bool = False, rngs: nnx.Rngs):
+                 decoder_use_batchnorm: bool | str | None = None, plus_plus: bool = False,
+                 rngs: nnx.Rngs):
         config_cls = SmpUnetPlusPlusConfig if plus_plus else SmpUnetConfig
         self.config = config = config_cls(encoder_name, encoder_depth, decoder_channels,
                                           decoder_use_norm, decoder_attention_type,
-                                          decoder_interpolation, in_channels, classes)
+                                          decoder_interpolation, in_channels, classes,
+                                          decoder_use_batchnorm)
         self.plus_plus = plus_plus
         self.encoder = resnet.ResNet(encoder_name, in_channels, depth=encoder_depth, rngs=rngs)
         enc = resnet.channels(encoder_name)[:encoder_depth][::-1]  # head first, input dropped
