@@ -28,8 +28,8 @@ def parity(report: dict, deadline: float) -> None:
     import torch
 
     import unet_jax
-    from parity import harness
-    from unet_jax import bench, registry
+    from unet_jax import registry
+    from unet_jax.parity import bench, harness
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,8 +60,8 @@ def parity(report: dict, deadline: float) -> None:
 
 
 def bench(report: dict, deadline: float, dtype: str, torch_compile: bool, out: Path) -> None:
-    from unet_jax import bench as B
     from unet_jax import registry
+    from unet_jax.parity import bench as B
     rows = report.setdefault(f"bench_{dtype}", [])
     for arch in registry.list_models():
         if time.time() > deadline:

@@ -10,8 +10,10 @@ import argparse
 from PIL import Image
 
 import unet_jax
-from parity import harness, pipelines
-from unet_jax import data, prediction, registry
+from unet_jax import registry
+from unet_jax.data import datasets as data
+from unet_jax.inference import prediction
+from unet_jax.parity import harness, pipelines
 
 
 def main() -> None:

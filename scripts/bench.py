@@ -3,7 +3,8 @@
 import argparse
 import sys
 
-from unet_jax.bench import add_flags, main
+from unet_jax.cli.bench import add_flags
+from unet_jax.parity.bench import main
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

@@ -25,7 +25,7 @@ AUGMENT = "basic"  # RandomResizedCrop + horizontal flip, in both loops
 
 def make_folder(root: Path, train: int, val: int, size=(500, 375), classes: int = 4) -> None:
     """`root/{train,val}/{images,masks}`: JPEG photos-like shapes and PNG class masks."""
-    from unet_jax.data import Shapes
+    from unet_jax.data.datasets import Shapes
     for split, n, seed in (("train", train, 0), ("val", val, 1)):
         shapes = Shapes(n, height=size[1], width=size[0], num_classes=classes, seed=seed)
         for sub in ("images", "masks"):
@@ -52,13 +52,16 @@ def jax_step_only(args) -> float:
     import jax.numpy as jnp
     from flax import nnx
 
-    from unet_jax import train as T
-    cfg, _ = T.resolve(T.TrainConfig(arch=args.arch, model=args.model, num_classes=args.classes,
+    from unet_jax.train import TrainConfig
+    from unet_jax.train.model import make_model, resolve
+    from unet_jax.train.optimizer import make_optimizer
+    from unet_jax.train.steps import make_steps
+    cfg, _ = resolve(TrainConfig(arch=args.arch, model=args.model, num_classes=args.classes,
                                      image_size=args.size, optimizer="sgd", lr=0.01,
                                      weight_decay=0.0, schedule="constant", loss="ce"))
-    model, _ = T.make_model(cfg)
-    optimizer = nnx.Optimizer(model, T.make_optimizer(cfg, model, 1), wrt=nnx.Param)
-    step, _ = T.make_steps(cfg)
+    model, _ = make_model(cfg)
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg, model, 1), wrt=nnx.Param)
+    step, _ = make_steps(cfg)
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (args.batch, args.size, args.size, 3), np.uint8))
     masks = jnp.asarray(rng.integers(0, args.classes, (args.batch, args.size, args.size), np.uint8))
@@ -71,8 +74,8 @@ def jax_step_only(args) -> float:
 
 
 def torch_model(args):
-    from parity import harness
     from unet_jax import registry
+    from unet_jax.parity import harness
     return harness.reference_for(registry.make_config(args.arch, num_classes=args.classes,
                                                       **args.model)).train()
 
@@ -81,9 +84,9 @@ class TorchFolder:
     """The same samples and augmentation as the JAX loop, as torch tensors."""
 
     def __init__(self, root: Path, size: int, classes: int, spec: str, seed: int = 0):
-        from unet_jax import data, layouts
+        from unet_jax.data import datasets, layouts
         pairs = tuple(layouts.detect(root).splits["train"])
-        self.data, self.seed, self.epoch = data.FileDataset(pairs, classes, size, size), seed, 0
+        self.data, self.seed, self.epoch = datasets.FileDataset(pairs, classes, size, size), seed, 0
         self.spec, self.augment = spec, None  # built in each worker process
 
     def __len__(self):
@@ -92,7 +95,7 @@ class TorchFolder:
     def __getitem__(self, i):
         import torch
 
-        from unet_jax import augment
+        from unet_jax.data import augment
         self.augment = self.augment or augment.pipeline(self.spec) or (lambda *sample: sample[:2])
         image, mask = self.augment(*self.data[i], np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(np.array(image)).permute(2, 0, 1), torch.from_numpy(np.array(mask)).long()
@@ -124,13 +127,13 @@ def torch_loop(args, root: Path) -> float:
 def pipeline_only(args, root: Path, threads: int) -> float:
     """Images/s of the JAX loop's input pipeline alone (decode, fit, augment, batch in grain
     threads), over one epoch of the training split."""
-    from unet_jax import augment, data, layouts
+    from unet_jax.data import augment, datasets, layouts, pipeline
     pairs = tuple(layouts.detect(root).splits["train"])
-    dataset = data.FileDataset(pairs, args.classes, args.size, args.size)
-    samples = data.epoch_samples(dataset, args.batch, epoch=0, seed=0,
+    dataset = datasets.FileDataset(pairs, args.classes, args.size, args.size)
+    samples = pipeline.epoch_samples(dataset, args.batch, epoch=0, seed=0,
                                  augment=augment.pipeline(args.augment))
     start, seen = time.perf_counter(), 0
-    for batch in data.prefetched(samples, args.batch, 0, threads):
+    for batch in pipeline.prefetched(samples, args.batch, 0, threads):
         seen += len(batch["image"])
     return seen / (time.perf_counter() - start)
 

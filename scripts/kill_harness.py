@@ -1,5 +1,5 @@
 """kill -9 anywhere: run `unet-jax train` (tiny model, synthetic data) once uninterrupted,
-then in another workdir kill it with SIGKILL at seeded random points (`unet_jax.faults`:
+then in another workdir kill it with SIGKILL at seeded random points (`unet_jax.train.faults`:
 between steps, inside an asynchronous checkpoint save, during validation, after an epoch is
 logged, during the final pictures), rerunning the same command after each kill, and finally
 once more to the end. The resumed run must end with `metrics.jsonl` and parameters

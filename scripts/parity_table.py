@@ -8,8 +8,8 @@ import jax
 import numpy as np
 
 import unet_jax
-from parity import harness
 from unet_jax import registry
+from unet_jax.parity import harness
 
 SIZES = {"semseg_unet": [(188, 188), (252, 204)], "resnet50_unet": [(64, 64), (96, 128)],
          "milesial_unet": [(64, 64), (97, 75)], "smp_unet": [(64, 64), (97, 75)]}

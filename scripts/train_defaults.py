@@ -19,7 +19,8 @@ from pathlib import Path
 
 def run(arch: str, epochs: int, workdir: Path) -> tuple[list[float], float, str]:
     """(val mIoU per epoch, seconds, stderr tail) of the default run of `arch`."""
-    from unet_jax.train import TrainConfig, resolve
+    from unet_jax.train import TrainConfig
+    from unet_jax.train.model import resolve
     cfg, _ = resolve(TrainConfig(arch=arch))
     steps = epochs * (cfg.train_samples // cfg.batch_size)
     shutil.rmtree(workdir, ignore_errors=True)

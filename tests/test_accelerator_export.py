@@ -13,8 +13,11 @@ import pytest
 from conftest import SMALL
 from flax import nnx
 
-from unet_jax import nn, programs, registry, train
+from unet_jax import nn, programs, registry
 from unet_jax.kernels import cpu
+from unet_jax.train import TrainConfig
+from unet_jax.train.model import make_model, resolve
+from unet_jax.train.optimizer import make_optimizer
 
 PLATFORMS = ("cuda", "tpu")
 SIZE = {"semseg_unet": (188, 188), "labml_unet": (64, 64), "resnet50_unet": (64, 64),
@@ -26,12 +29,12 @@ def _setup(arch: str, dtype: str, remat: bool):
     spec = registry.get_arch(arch)
     classes = kwargs.pop(spec.uniform["num_classes"], None) or kwargs.pop("num_classes")
     size = SIZE.get(arch, (32, 32))
-    cfg, _ = train.resolve(train.TrainConfig(arch=arch, model=kwargs, num_classes=classes,
+    cfg, _ = resolve(TrainConfig(arch=arch, model=kwargs, num_classes=classes,
                                              image_size=size[0], dtype=dtype, remat=remat))
 
     def build():  # abstract (shapes only): lowering needs no values
-        model, _ = train.make_model(cfg)
-        return model, nnx.Optimizer(model, train.make_optimizer(cfg, model, 10), wrt=nnx.Param)
+        model, _ = make_model(cfg)
+        return model, nnx.Optimizer(model, make_optimizer(cfg, model, 10), wrt=nnx.Param)
 
     model, optimizer = nnx.eval_shape(build)
     return cfg, model, optimizer, size

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from unet_jax import bench
+from unet_jax.cli import bench as bench_cli
+from unet_jax.parity import bench
 
 
 def row(arch="unetpp", **extra):
@@ -62,6 +63,6 @@ def test_unknown_archs_are_rejected_before_anything_runs(monkeypatch):
     monkeypatch.setattr(bench.host_memory, "keep_freed_memory", lambda: False)
     monkeypatch.setattr(bench, "bench_arch", lambda *a, **k: pytest.fail("benchmarked"))
     parser = argparse.ArgumentParser()
-    bench.add_flags(parser)
+    bench_cli.add_flags(parser)
     with pytest.raises(SystemExit, match="unknown arch.*unet_plus.*known archs: .*imgseg_unet"):
         bench.main(parser.parse_args(["--archs", "unetpp", "unet_plus"]))

@@ -15,9 +15,9 @@ import torch
 from conftest import SMALL
 
 import unet_jax
-from parity import harness
 from unet_jax import registry
 from unet_jax.convert.api import load_torch_with_report
+from unet_jax.parity import harness
 
 
 def reference(arch: str, seed: int = 3):
@@ -85,7 +85,7 @@ def test_whole_model_pickle_from_a_script_loads_without_its_classes(tmp_path):
     script = tmp_path / "train_unetpp.py"
     script.write_text(textwrap.dedent(f"""
         import torch
-        from parity.references import unetpp
+        from unet_jax.parity.references import unetpp
         from unet_jax import registry
         class UnetPlusPlus(unetpp.UnetPlusPlus):  # the blog's class, defined in the script
             pass

@@ -11,8 +11,8 @@ import torch
 from conftest import SMALL, random_input
 
 import unet_jax
-from parity import harness
 from unet_jax import registry
+from unet_jax.parity import harness
 
 
 def cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
@@ -142,7 +142,7 @@ def test_train_command_runs_and_logs(tmp_path):
 
 
 def test_pretrained_backbone_files(tmp_path):
-    from parity.references import bubbliiiing
+    from unet_jax.parity.references import bubbliiiing
     torch.manual_seed(0)
     resnet = bubbliiiing.ResNet()
     sd = dict(resnet.state_dict(), **{"fc.weight": torch.zeros(1000, 2048),

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unet_jax import data
+from unet_jax.data import datasets as data
+from unet_jax.data import pipeline
 from unet_jax.train import TrainConfig, make_datasets
 
 
@@ -21,21 +22,21 @@ def test_shapes_are_deterministic_and_cover_the_classes():
 
 def test_batches_are_reproducible_per_epoch():
     ds = data.Shapes(10, height=16, width=16)
-    a = data.batches(ds, 4, epoch=1, seed=0)
+    a = pipeline.batches(ds, 4, epoch=1, seed=0)
     assert len(a) == 2 and a[0]["image"].shape == (4, 16, 16, 3)
-    np.testing.assert_array_equal(a[1]["mask"], data.batches(ds, 4, epoch=1, seed=0)[1]["mask"])
-    assert not np.array_equal(a[0]["mask"], data.batches(ds, 4, epoch=2, seed=0)[0]["mask"])
+    np.testing.assert_array_equal(a[1]["mask"], pipeline.batches(ds, 4, epoch=1, seed=0)[1]["mask"])
+    assert not np.array_equal(a[0]["mask"], pipeline.batches(ds, 4, epoch=2, seed=0)[0]["mask"])
 
 
 def test_each_process_reads_only_its_rows_and_prefetching_changes_nothing(monkeypatch):
     """Two processes' rows of every global batch are the one-process batch, split; each
     process decodes only its own samples; threads return the same batches in order."""
     ds = data.Shapes(13, height=8, width=8)
-    whole = data.batches(ds, 6, epoch=2, seed=1)
+    whole = pipeline.batches(ds, 6, epoch=2, seed=1)
     read = []
     monkeypatch.setattr(data.Shapes, "__getitem__",
                         lambda self, i, get=data.Shapes.__getitem__: read.append(i) or get(self, i))
-    parts = [data.batches(ds, 6, epoch=2, seed=1, process_index=p, process_count=2)
+    parts = [pipeline.batches(ds, 6, epoch=2, seed=1, process_index=p, process_count=2)
              for p in range(2)]
     assert len(whole) == len(parts[0]) == 2
     for b in range(2):
@@ -45,14 +46,14 @@ def test_each_process_reads_only_its_rows_and_prefetching_changes_nothing(monkey
         for key in ("image", "mask"):
             np.testing.assert_array_equal(np.concatenate([parts[0][b][key], local[key]]),
                                           whole[b][key])
-    samples = data.epoch_samples(ds, 6, epoch=2, seed=1)
-    threaded = list(data.prefetched(samples, 6, 1, threads=3))
+    samples = pipeline.epoch_samples(ds, 6, epoch=2, seed=1)
+    threaded = list(pipeline.prefetched(samples, 6, 1, threads=3))
     assert len(threaded) == 1
     np.testing.assert_array_equal(threaded[0]["image"], whole[1]["image"])
 
 
 def test_validation_batches_cover_every_sample_once_per_process():
-    from unet_jax.train import padded_batches
+    from unet_jax.data.pipeline import padded_batches
     ds = data.Shapes(10, height=8, width=8)
     seen = []
     for p in range(2):
@@ -95,12 +96,12 @@ def test_image_folders(tmp_path):
 def test_augmentation_is_fixed_by_seed_epoch_and_position():
     """Image and mask get the same crop and flip; the same (seed, epoch, position) gives the
     same sample (exact resume), another epoch another one; sizes and classes are kept."""
-    from unet_jax import augment
+    from unet_jax.data import augment
     ds = data.Shapes(6, height=24, width=32, num_classes=4)
     kwargs = dict(epoch=3, seed=5, augment=augment.pipeline("bubbliiiing"))
-    a, b = data.epoch_samples(ds, 3, **kwargs), data.epoch_samples(ds, 3, **kwargs)
-    other = data.epoch_samples(ds, 3, **dict(kwargs, epoch=4))
-    plain = data.epoch_samples(ds, 3, epoch=3, seed=5)
+    a, b = pipeline.epoch_samples(ds, 3, **kwargs), pipeline.epoch_samples(ds, 3, **kwargs)
+    other = pipeline.epoch_samples(ds, 3, **dict(kwargs, epoch=4))
+    plain = pipeline.epoch_samples(ds, 3, epoch=3, seed=5)
     for i in range(6):
         assert a[i]["image"].shape == (24, 32, 3) and a[i]["mask"].shape == (24, 32)
         np.testing.assert_array_equal(a[i]["image"], b[i]["image"])

@@ -13,7 +13,7 @@ import torch
 import unet_jax
 from unet_jax import registry
 from unet_jax.cli import main
-from unet_jax.reporting import read_metrics
+from unet_jax.train.reporting import read_metrics
 
 LIMIT = 60_000  # bytes: above metrics.jsonl and the pictures, below one checkpoint's data files
 TRAIN = ["train", "--arch", "imgseg_unet", "--model", "base_width=4", "--num-classes", "3",
@@ -61,7 +61,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one_and_resumes_exactly(tm
 
 
 def test_convert_and_export_on_a_full_disk_leave_nothing(tmp_path):
-    from parity.references import REFERENCES
+    from unet_jax.parity.references import REFERENCES
     config = registry.make_config("imgseg_unet", base_width=4, output_ch=3)
     checkpoint = tmp_path / "model.pth"
     torch.save(REFERENCES["imgseg_unet"](config).state_dict(), checkpoint)

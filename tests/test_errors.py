@@ -7,8 +7,8 @@ import torch
 from conftest import SMALL
 
 import unet_jax
-from parity import harness
 from unet_jax import registry
+from unet_jax.parity import harness
 
 
 @pytest.fixture(scope="module")

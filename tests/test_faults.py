@@ -9,8 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from unet_jax import data, layouts, train, workdir_lock
+from unet_jax import train
+from unet_jax.checkpoints import lock as workdir_lock
 from unet_jax.cli import main
+from unet_jax.data import datasets as data
+from unet_jax.data import layouts
+from unet_jax.train import loop
 
 TINY = dict(arch="imgseg_unet", model={"base_width": 4}, num_classes=3, image_size=32,
             train_samples=16, val_samples=4, batch_size=4, epochs=1, progress=False,
@@ -61,7 +65,7 @@ def test_skip_leaves_the_state_as_before(tmp_path, monkeypatch):
         train_set, val_set = real(cfg, channels)
         return Poisoned(train_set, bad=5), val_set
 
-    monkeypatch.setattr(train, "make_datasets", poisoned)
+    monkeypatch.setattr(loop, "make_datasets", poisoned)
     cfg = train.TrainConfig(**TINY, on_nonfinite="skip", workdir=str(tmp_path / "skip"))
     summary = train.train(cfg)
     assert summary["skipped_steps"] == 1 and np.isfinite(summary["train_loss"])

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unet_jax import augment, data, layouts, presets
+from unet_jax import presets
 from unet_jax.cli import main
+from unet_jax.data import augment, layouts
+from unet_jax.data import datasets as data
 
 RNG = np.random.default_rng(0)
 

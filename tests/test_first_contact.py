@@ -17,9 +17,15 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import unet_jax
-from parity import harness
-from unet_jax import data, registry, train
-from unet_jax.cli import build_parser, main, parse_args, parse_value
+from unet_jax import registry
+from unet_jax.checkpoints import workdir as workdirs
+from unet_jax.cli import main
+from unet_jax.cli.main import build_parser, parse_args
+from unet_jax.cli.parsing import parse_value
+from unet_jax.cli.train import config_from_args
+from unet_jax.data import datasets as data
+from unet_jax.parity import harness
+from unet_jax.train import TrainConfig
 
 SMP = dict(encoder_name="resnet18", encoder_depth=3, decoder_channels=(16, 8, 8), classes=2)
 COMPILED = r"compiling the {} for \d+x\d+x\d+x3 {}\.\.\. \d+\.\d s"
@@ -43,13 +49,13 @@ def files(tmp_path_factory):
     imgseg = registry.make_config("imgseg_unet", base_width=4, output_ch=3)
     torch.save(harness.random_reference(imgseg, seed=1).state_dict(), root / "real.pth")
 
-    cfg = train.TrainConfig(arch="imgseg_unet", model={"base_width": 4}, num_classes=3,
+    cfg = TrainConfig(arch="imgseg_unet", model={"base_width": 4}, num_classes=3,
                             image_size=32, workdir=str(root / "run"))
     model = unet_jax.create_model("imgseg_unet", base_width=4, num_classes=3)
     (root / "run").mkdir()
-    train.claim_workdir(root / "run", cfg, model)
-    _, best = train.checkpoint_managers(root / "run", 1)
-    train.save_checkpoint(best, 1, model, None, {"step": 1}, {"miou": 0.5})
+    workdirs.claim_workdir(root / "run", cfg, model)
+    _, best = workdirs.checkpoint_managers(root / "run", 1)
+    workdirs.save_checkpoint(best, 1, model, None, {"step": 1}, {"miou": 0.5})
     best.wait_until_finished()
     best.close()
 
@@ -145,10 +151,10 @@ def test_the_model_examples_of_train_help_are_taken():
     assert examples, text
     for example in examples[0]:
         args = parse_args(["train", "--model", *shlex.split(example), "--model", "depth=5"])
-        assert train.config_from_args(args, parse_value).model == {"base_width": 16, "depth": 5}
+        assert config_from_args(args, parse_value).model == {"base_width": 16, "depth": 5}
     for bad in ("base_width", "[16]", "{base_width: 16}"):
         with pytest.raises(ValueError, match="--model"):
-            train.config_from_args(parse_args(["train", "--model", bad]), parse_value)
+            config_from_args(parse_args(["train", "--model", bad]), parse_value)
 
 
 def test_predict_and_evaluate_of_a_workdir_print_only_their_own_lines(files, tmp_path):

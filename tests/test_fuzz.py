@@ -15,10 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import unet_jax
-from parity import harness
-from unet_jax import data, registry, saving
+from unet_jax import registry
+from unet_jax.checkpoints import saved as saving
 from unet_jax.convert.engine import ConversionError
 from unet_jax.convert.io import CheckpointError, write_state_dict
+from unet_jax.data import datasets as data
+from unet_jax.parity import harness
 
 EXAMPLES = int(os.environ.get("UNET_JAX_FUZZ_EXAMPLES", "20"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
@@ -134,7 +136,7 @@ def test_random_image_files(tmp_path_factory, blob, as_mask):
 def saved(tmp_path_factory):
     """A saved tiny model: its files' bytes and its parameters."""
     root = tmp_path_factory.mktemp("saved") / "model"
-    model = registry.create_model("imgseg_unet", base_width=4, output_ch=2)
+    model = unet_jax.create_model("imgseg_unet", base_width=4, output_ch=2)
     unet_jax.save(model, root)
     files = {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     return files, unet_jax.to_torch_state_dict(model), root.parent

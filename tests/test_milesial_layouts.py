@@ -14,8 +14,9 @@ import torch
 from conftest import random_input
 
 import unet_jax
-from parity import harness
-from unet_jax import presets, registry
+from unet_jax import registry
+from unet_jax.models import recorded
+from unet_jax.parity import harness
 
 FP32, FP64 = harness.TOLERANCE["float32"], harness.TOLERANCE["float64"]
 CONV_BIAS = re.compile(r".*double_conv\.[03]\.bias")  # the keys 514f18e removed
@@ -49,7 +50,7 @@ def _outputs(module, model, x):
 
 def test_upstream_layouts_differ_by_the_18_double_conv_biases():
     """The reference at 21d7850 (default) and v2.0 (conv_bias=True), upstream widths."""
-    from parity.references.milesial import UNet
+    from unet_jax.parity.references.milesial import UNet
     head, v2 = UNet(3, 2).state_dict(), UNet(3, 2, conv_bias=True).state_dict()
     assert not any(CONV_BIAS.fullmatch(k) for k in head)
     extra = sorted(set(v2) - set(head))
@@ -66,7 +67,7 @@ def test_train_py_checkpoints_load_infer_match_and_export_back(layout, bilinear,
     _save_as_train_py(module, tmp_path / "checkpoint_epoch2.pth", conv_bias)
     model = unet_jax.load_torch(tmp_path / "checkpoint_epoch2.pth")
     assert model.config == config  # conv_bias and bilinear read off the keys
-    assert presets.mask_values(model) == (None if conv_bias else MASK_VALUES)
+    assert recorded.mask_values(model) == (None if conv_bias else MASK_VALUES)
     for h, w in [(32, 32), (37, 45)]:
         for d in _outputs(module, model, random_input(h, w)):
             assert d.max_rel <= FP32, (layout, (h, w), d)
@@ -127,14 +128,15 @@ def test_a_saved_model_lacking_conv_bias_in_its_config_is_the_biased_layout(tmp_
 def test_a_workdir_written_before_conv_bias_resumes_only_with_the_biased_layout(tmp_path):
     """run.json of a workdir written before `conv_bias` existed lacks the field: resuming with
     the biased model is the same run, the bias-free one is another model."""
-    from unet_jax import train
-    cfg = train.TrainConfig(arch="milesial_unet", workdir=str(tmp_path), image_size=32)
+    from unet_jax.checkpoints.workdir import claim_workdir
+    from unet_jax.train import TrainConfig
+    cfg = TrainConfig(arch="milesial_unet", workdir=str(tmp_path), image_size=32)
     biased = unet_jax.create_model("milesial_unet", base_width=4, n_classes=2, conv_bias=True)
-    train.claim_workdir(tmp_path, cfg, biased)
+    claim_workdir(tmp_path, cfg, biased)
     run = json.loads((tmp_path / "run.json").read_text())
     del run["config"]["conv_bias"]
     (tmp_path / "run.json").write_text(json.dumps(run))
-    train.claim_workdir(tmp_path, cfg, biased)
+    claim_workdir(tmp_path, cfg, biased)
     bias_free = unet_jax.create_model("milesial_unet", base_width=4, n_classes=2)
     with pytest.raises(ValueError, match="holds a run of another model"):
-        train.claim_workdir(tmp_path, cfg, bias_free)
+        claim_workdir(tmp_path, cfg, bias_free)

@@ -12,10 +12,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import unet_jax
-from parity import harness
-from unet_jax import presets, registry
+from unet_jax import registry
 from unet_jax.cli import main
 from unet_jax.convert.io import CheckpointError
+from unet_jax.models import recorded
+from unet_jax.parity import harness
 
 FP32 = harness.TOLERANCE["float32"]
 
@@ -113,11 +114,11 @@ def test_milesial_checkpoint_mask_values_reach_the_predicted_masks(tmp_path):
     state = dict(ref.state_dict(), mask_values=[0, 128, 255])
     torch.save(state, tmp_path / "checkpoint_epoch5.pth")
     model = unet_jax.load_torch(tmp_path / "checkpoint_epoch5.pth")
-    assert presets.mask_values(model) == [0, 128, 255]
+    assert recorded.mask_values(model) == [0, 128, 255]
     _parity(ref, model, (37, 45))
     assert main(["convert", str(tmp_path / "checkpoint_epoch5.pth"), "-o", str(tmp_path / "saved"),
                  "--no-verify"]) == 0
-    assert presets.mask_values(unet_jax.load(tmp_path / "saved")) == [0, 128, 255]
+    assert recorded.mask_values(unet_jax.load(tmp_path / "saved")) == [0, 128, 255]
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 45, 3), np.uint8)).save(tmp_path / "a.png")
     assert main(["predict", str(tmp_path / "saved"), str(tmp_path / "a.png"), "-o", str(tmp_path / "out"),
                  "--no-progress"]) == 0

@@ -10,9 +10,9 @@ from flax import nnx
 from safetensors.torch import save_file
 
 import unet_jax
-from parity import harness
 from unet_jax import registry
 from unet_jax.kernels import cpu
+from unet_jax.parity import harness
 
 FP32 = harness.TOLERANCE["float32"]
 

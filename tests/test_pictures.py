@@ -9,7 +9,10 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from PIL import Image
 
-from unet_jax import commands, evaluate, palette, reporting
+from unet_jax.cli import predict as commands
+from unet_jax.inference import evaluation as evaluate
+from unet_jax.inference import palette
+from unet_jax.train import reporting
 
 matplotlib.use("Agg")
 

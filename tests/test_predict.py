@@ -9,9 +9,13 @@ import pytest
 from PIL import Image
 
 import unet_jax
-from parity import harness, pipelines
-from unet_jax import data, evaluate, palette, prediction, presets, registry
+from unet_jax import registry
 from unet_jax.cli import main
+from unet_jax.data import datasets as data
+from unet_jax.inference import evaluation as evaluate
+from unet_jax.inference import palette, prediction
+from unet_jax.models import recorded
+from unet_jax.parity import harness, pipelines
 
 
 def _photo(h, w, seed=0):
@@ -28,7 +32,7 @@ def test_bubbliiiing_detect_image_parity(arch):
     config = registry.make_config(arch, num_classes=21)
     reference = harness.random_reference(config, seed=3).eval()
     model = unet_jax.load_torch({k: v.numpy() for k, v in reference.state_dict().items()})
-    assert presets.recorded(model) == "bubbliiiing"
+    assert recorded.preset_of(model) == "bubbliiiing"
     h, w = (375, 500) if arch == "vgg16_unet" else (500, 375)
     photo = _photo(h, w)
     want = pipelines.bubbliiiing_detect(reference, Image.fromarray(photo), (256, 256))
@@ -148,8 +152,8 @@ def test_recorded_preset_travels(tmp_path):
     checkpoint = tmp_path / "semseg.pth"
     torch.save({"model_state": harness.random_reference(config).state_dict()}, checkpoint)
     assert main(["convert", str(checkpoint), "-o", str(tmp_path / "a"), "--no-verify"]) == 0
-    assert presets.recorded(unet_jax.load(tmp_path / "a")) == "semseg"
+    assert recorded.preset_of(unet_jax.load(tmp_path / "a")) == "semseg"
     assert main(["convert", str(checkpoint), "-o", str(tmp_path / "b"), "--no-verify",
                  "--preprocess", "unit"]) == 0
-    assert presets.recorded(unet_jax.load(tmp_path / "b")) == "unit"
+    assert recorded.preset_of(unet_jax.load(tmp_path / "b")) == "unit"
     assert json.loads((tmp_path / "b" / "unet_jax.json").read_text())["preprocess"] == "unit"

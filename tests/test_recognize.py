@@ -8,8 +8,8 @@ from monai.networks import nets as monai_nets
 from safetensors.torch import save_file
 
 import unet_jax
-from parity.upstream import import_smp
 from unet_jax.cli import main as cli_main
+from unet_jax.parity.upstream import import_smp
 
 smp = import_smp()
 

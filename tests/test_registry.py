@@ -5,7 +5,7 @@ import pytest
 from conftest import FULL, SMALL
 
 import unet_jax
-from parity.references import REFERENCES
+from unet_jax.parity.references import REFERENCES
 
 
 def test_every_arch_has_a_reference_and_parity_tests():

@@ -22,10 +22,10 @@ from flax import nnx
 
 import unet_jax
 import unet_jax.convert.smp_hub
-from parity import harness, upstream
-from parity.references import REFERENCES
 from unet_jax import registry
 from unet_jax.convert.engine import ConversionError
+from unet_jax.parity import harness, upstream
+from unet_jax.parity.references import REFERENCES
 
 try:
     smp = upstream.import_smp()

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 import unet_jax
-from unet_jax.inference import inference_jit
+from unet_jax.inference.compiled import inference_jit
 from unet_jax.train import TrainConfig, train
 
 WORKER = Path(__file__).parent / "train_worker.py"
@@ -178,7 +178,7 @@ def test_nothing_recompiles_after_the_first_epoch(tmp_path, caplog, monkeypatch)
 
     import jax
 
-    from unet_jax import reporting
+    from unet_jax.train import reporting
     events = []
     epoch = reporting.Logger.epoch
     monkeypatch.setattr(reporting.Logger, "epoch",

@@ -10,9 +10,12 @@ import pytest
 import torch
 
 import unet_jax
-from parity import harness
-from unet_jax import metrics, presets, registry, train
+from unet_jax import presets, registry, train
 from unet_jax.convert.api import to_torch_state_dict
+from unet_jax.models import recorded
+from unet_jax.parity import harness
+from unet_jax.train import metrics
+from unet_jax.train.model import make_model, resolve
 
 TINY = dict(arch="imgseg_unet", model={"base_width": 4}, num_classes=3, image_size=32,
             train_samples=16, val_samples=6, batch_size=8, epochs=2, progress=False)
@@ -37,7 +40,7 @@ def test_validation_smaller_than_a_batch_scores_every_sample(run):
     assert [r["epoch"] for r in rows] == [1, 2]
     model = summary["model"]
     model.eval()
-    cfg, _ = train.resolve(train.TrainConfig(**TINY))
+    cfg, _ = resolve(train.TrainConfig(**TINY))
     val = train.make_datasets(cfg)[1]
     images = np.stack([val[i][0] for i in range(len(val))])
     masks = np.stack([val[i][1] for i in range(len(val))])
@@ -58,9 +61,9 @@ def test_workdir_loads_best_and_latest_and_records_the_model(run):
     best = unet_jax.load(workdir)
     assert best.config == latest.config
     # the preset and size it was trained with travel: workdir, saved model
-    assert (presets.recorded(best), presets.recorded_size(best)) == ("imgseg", (32, 32))
+    assert (recorded.preset_of(best), recorded.input_size_of(best)) == ("imgseg", (32, 32))
     saved = unet_jax.load(unet_jax.save(best, workdir.parent / "saved"))
-    assert (presets.recorded(saved), presets.recorded_size(saved)) == ("imgseg", (32, 32))
+    assert (recorded.preset_of(saved), recorded.input_size_of(saved)) == ("imgseg", (32, 32))
     with pytest.raises(ValueError, match="which must be one of best, latest"):
         unet_jax.load(workdir, which="last")
 
@@ -82,9 +85,9 @@ def test_export_and_parity_of_a_workdir(run, tmp_path):
 
 def test_finetune_from_a_workdir_infers_the_arch_and_reinitialises_the_head(run):
     workdir, _ = run
-    cfg, source = train.resolve(train.TrainConfig(init_from=str(workdir), num_classes=2))
+    cfg, source = resolve(train.TrainConfig(init_from=str(workdir), num_classes=2))
     assert (cfg.arch, cfg.num_classes) == ("imgseg_unet", 2)
-    model, lines = train.make_model(cfg, source)
+    model, lines = make_model(cfg, source)
     assert lines[1:] == ["re-initialised Conv_1x1 (bias (3,) -> (2,), "
                          "weight (3, 4, 1, 1) -> (2, 4, 1, 1))"]
     old, new = to_torch_state_dict(source), to_torch_state_dict(model)
@@ -92,17 +95,17 @@ def test_finetune_from_a_workdir_infers_the_arch_and_reinitialises_the_head(run)
     for k in new:
         if not k.startswith("Conv_1x1."):
             np.testing.assert_array_equal(new[k], old[k], err_msg=k)
-    cfg, source = train.resolve(train.TrainConfig(init_from=str(workdir)))
-    assert cfg.num_classes == 3 and train.make_model(cfg, source)[1] == [f"initialised from {workdir}"]
+    cfg, source = resolve(train.TrainConfig(init_from=str(workdir)))
+    assert cfg.num_classes == 3 and make_model(cfg, source)[1] == [f"initialised from {workdir}"]
 
 
 def test_finetune_a_21_class_torch_file_to_4_classes_and_1_channel(tmp_path):
     config = registry.make_config("vgg16_unet", num_classes=21)
     module = harness.random_reference(config, seed=2)
     torch.save(module.state_dict(), tmp_path / "voc.pth")
-    cfg, source = train.resolve(train.TrainConfig(init_from=str(tmp_path / "voc.pth"),
+    cfg, source = resolve(train.TrainConfig(init_from=str(tmp_path / "voc.pth"),
                                                   num_classes=4, model={"in_channels": 1}))
-    model, lines = train.make_model(cfg, source)
+    model, lines = make_model(cfg, source)
     assert cfg.arch == "vgg16_unet"
     assert lines[1:] == [
         "re-initialised final (bias (21,) -> (4,), weight (21, 64, 1, 1) -> (4, 64, 1, 1))",
@@ -113,7 +116,7 @@ def test_finetune_a_21_class_torch_file_to_4_classes_and_1_channel(tmp_path):
     for k in kept:
         np.testing.assert_array_equal(new[k], old[k].numpy(), err_msg=k)
     with pytest.raises(ValueError, match="nearest_upsampling: False there, True here"):
-        train.make_model(train.dataclasses.replace(cfg, model={"nearest_upsampling": True}), source)
+        make_model(train.dataclasses.replace(cfg, model={"nearest_upsampling": True}), source)
 
 
 def test_start_up_checks_find_every_problem_before_the_first_step(tmp_path):
@@ -151,8 +154,8 @@ def test_train_help_shows_the_defaults_of_the_arch():
 def test_init_from_applies_options_the_weights_cannot_show(tmp_path):
     config = registry.make_config("unetpp", base_width=4, num_classes=3)
     torch.save(harness.random_reference(config).state_dict(), tmp_path / "Unet++_40.pth")
-    cfg, source = train.resolve(train.TrainConfig(init_from=str(tmp_path / "Unet++_40.pth"),
+    cfg, source = resolve(train.TrainConfig(init_from=str(tmp_path / "Unet++_40.pth"),
                                                   model={"deep_supervision": True}))
-    model, lines = train.make_model(cfg, source)
+    model, lines = make_model(cfg, source)
     assert (cfg.arch, cfg.num_classes, model.config.deep_supervision) == ("unetpp", 3, True)
     assert lines == [f"initialised from {tmp_path / 'Unet++_40.pth'}"]

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from unet_jax.train import TrainConfig, to_host, train
+from unet_jax.train import TrainConfig, train
+from unet_jax.train.setup import to_host
 
 if __name__ == "__main__":
     cfg = TrainConfig(**json.loads(sys.argv[1]))

@@ -1,11 +1,13 @@
 """unet-jax: the U-Net family in Flax NNX with exact PyTorch weight parity."""
 
 from unet_jax import models  # noqa: F401  (registers the archs)
+from unet_jax.checkpoints.saved import ModelSourceError, save
+from unet_jax.checkpoints.sources import load
 from unet_jax.convert.api import CheckpointError, ConversionError, load_torch, to_torch_state_dict
 from unet_jax.convert.smp_hub import save_pretrained
-from unet_jax.prediction import predict
-from unet_jax.registry import create_model, list_models
-from unet_jax.saving import ModelSourceError, load, save
+from unet_jax.inference.prediction import predict
+from unet_jax.models.build import create_model
+from unet_jax.registry import list_models
 
 __all__ = ["CheckpointError", "ConversionError", "ModelSourceError", "create_model", "list_models", "load",
            "save_pretrained",

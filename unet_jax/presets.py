@@ -2,8 +2,8 @@
 
 A preset maps uint8 pixels to the model's input as `(x[..., order] / divide - mean) / std`
 on the device, and says how an image of another size is fitted to the model ("letterbox",
-"resize" or "pad"). A model records its preset (`record`, `recorded`): converted models their
-upstream's, trained models the one they were trained with.
+"resize" or "pad"). A model records its preset (`unet_jax.models.recorded`): converted
+models their upstream's, trained models the one they were trained with.
 """
 
 import dataclasses
@@ -61,40 +61,6 @@ def get(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preprocessing preset {name!r}; presets: {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def record(model, name: str, size=None):
-    """Mark `model` as expecting preset `name` (and, if given, input size (h, w): a trained
-    model's training size, where predict letterboxes / resizes); returns the model."""
-    model.preprocess = get(name).name
-    if size:
-        model.input_size = tuple(int(n) for n in size)
-    return model
-
-
-def recorded(model) -> str:
-    """The preset `model` records, else its arch's upstream default."""
-    from unet_jax import registry
-    return getattr(model, "preprocess", None) or registry.arch_of_config(model.config).preprocess
-
-
-def recorded_size(model) -> tuple[int, int] | None:
-    return getattr(model, "input_size", None)
-
-
-def record_mask_values(model, values) -> None:
-    """Record the mask pixel value of each class (milesial checkpoints' `mask_values`)."""
-    model.mask_values = list(values) if values is not None else None
-
-
-def mask_values(model) -> list | None:
-    return getattr(model, "mask_values", None)
-
-
-def carry_over(source, target):
-    """`target` recording what `source` records; returns `target`."""
-    record_mask_values(target, mask_values(source))
-    return record(target, recorded(source), recorded_size(source))
 
 
 def describe() -> str:

@@ -9,7 +9,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from unet_jax import train as train_lib
+from unet_jax import registry
+from unet_jax.kernels import cpu
+from unet_jax.train import config as train_config
+from unet_jax.train import steps as train_steps
 
 
 def _spec(shape, dtype) -> jax.ShapeDtypeStruct:
@@ -26,18 +29,17 @@ class Program:
 
 
 def _lower(jitted, args, platforms) -> Program:
-    from unet_jax.kernels import cpu
     with cpu.disabled():
         traced = jitted.trace(*args)
     return Program(tuple(traced.jaxpr.in_avals), tuple(traced.jaxpr.out_avals),
                    {p: traced.lower(lowering_platforms=(p,)).as_text() for p in platforms})
 
 
-def lower_train_step(cfg: "train_lib.TrainConfig", model: nnx.Module, optimizer: nnx.Optimizer,
+def lower_train_step(cfg: train_config.TrainConfig, model: nnx.Module, optimizer: nnx.Optimizer,
                      batch: int, size: tuple[int, int], platforms: tuple[str, ...]) -> Program:
     """The full train step of `cfg` (forward, loss, backward, optimizer update) with model
     and optimizer state donated, for uint8 images (batch, *size, C) and uint8 masks."""
-    train_step, _ = train_lib.step_functions(cfg)
+    train_step, _ = train_steps.step_functions(cfg)
     graphdef, state = nnx.split((model, optimizer))
 
     def step(state, images, labels):
@@ -63,7 +65,6 @@ def lower_eval_forward(model: nnx.Module, batch: int, size: tuple[int, int],
 
 
 def _in_channels(model: nnx.Module) -> int:
-    from unet_jax import registry
     return registry.uniform_option(model, "in_channels")
 
 

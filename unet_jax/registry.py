@@ -1,4 +1,6 @@
-"""The model registry: arch name -> model class, config, key map and config inference."""
+"""The model registry: arch name -> model class, config, key map, config inference and the
+facts each arch declares (sizes, preprocessing, backbone, training defaults). A leaf: arch
+modules register themselves here; building lives in `unet_jax.models.build`."""
 
 import dataclasses
 import functools
@@ -6,12 +8,9 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
 from flax import nnx
 
-from unet_jax.convert.keymap import Rule
-
-Shapes = Mapping[str, tuple[int, ...]]
+KeyShapes = Mapping[str, tuple[int, ...]]  # a checkpoint's {key: shape}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,20 +45,32 @@ class SizeRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class Backbone:
+    """An arch's encoder that torchvision ImageNet weights initialise (and that
+    `freeze_backbone_epochs` freezes, as upstream's `freeze_backbone()`)."""
+
+    attribute: str  # the model attribute holding it
+    network: Callable[[Any], str]  # config -> the torchvision network: "vgg16", "resnet50", ...
+    module: Callable[[Any, nnx.Rngs], nnx.Module]  # config -> a fresh encoder
+    key_map: Callable[[Any], list]  # config -> rules from torchvision's keys to the encoder
+
+
+@dataclasses.dataclass(frozen=True)
 class Arch:
     """Everything the library knows about one architecture."""
 
     name: str
     model: Callable[..., nnx.Module]  # model(**asdict(config), rngs=...)
     config: type  # frozen dataclass of the upstream constructor arguments
-    key_map: Callable[[Any], list[Rule]]  # config -> rules
-    infer: Callable[[Shapes], Any]  # checkpoint shapes -> config, or None if not this arch
+    key_map: Callable[[Any], list]  # config -> rules (unet_jax.convert.keymap.Rule)
+    infer: Callable[[KeyShapes], Any]  # checkpoint shapes -> config, or None if not this arch
     uniform: Mapping[str, str]  # {"num_classes": upstream name, "in_channels": upstream name}
     source: str  # one line: upstream repository and class
     # TrainConfig values for this arch where the general TRAIN_DEFAULTS do not learn
     train_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     sizes: SizeRule = SizeRule()  # the input sizes it takes
     preprocess: str = "unit"  # the upstream's preprocessing preset (unet_jax.presets)
+    backbone: "Backbone | None" = None  # the pretrained encoder ImageNet weights fill, if any
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -123,27 +134,6 @@ def make_config(name: str, **kwargs):
     return arch.config(**values)
 
 
-def build(config, *, seed: int = 0) -> nnx.Module:
-    """The model described by `config` (any registered config type), freshly initialised
-    by one compiled program (op by op, every parameter shape would compile its own)."""
-    from unet_jax.kernels import cpu
-    from unet_jax.kernels.cpu.compiler import INIT_OPTIONS
-    arch = arch_of_config(config)
-
-    def make():
-        return arch.model(**dataclasses.asdict(config), rngs=nnx.Rngs(seed))
-
-    graphdef, _ = nnx.split(nnx.eval_shape(make))
-    options = INIT_OPTIONS if cpu.enabled() else None
-    try:
-        state = jax.jit(lambda: nnx.split(make())[1], compiler_options=options)()
-    except ValueError as e:  # inside a trace (e.g. nnx.eval_shape): nothing is compiled here
-        if "compiler_options" not in str(e):
-            raise
-        return make()
-    return nnx.merge(graphdef, state)
-
-
 def arch_of_config(config) -> Arch:
     for arch in _ARCHS.values():
         if type(config) is arch.config:
@@ -155,17 +145,3 @@ def uniform_option(model_or_config, name: str):
     """The value of uniform option `name` ("num_classes" / "in_channels") of a model or config."""
     config = getattr(model_or_config, "config", model_or_config)
     return getattr(config, arch_of_config(config).uniform[name])
-
-
-def create_model(name: str, *, seed: int = 0, backbone_weights=None, **kwargs) -> nnx.Module:
-    """A freshly initialised model, in training mode like a new torch module.
-
-    `kwargs` are the upstream constructor arguments, or the uniform `num_classes` /
-    `in_channels`. `backbone_weights` (vgg16_unet, resnet50_unet): a torchvision ImageNet
-    file for the encoder (see `unet_jax.convert.api.load_backbone`).
-    """
-    model = build(make_config(name, **kwargs), seed=seed)
-    if backbone_weights is not None:
-        from unet_jax.convert.api import load_backbone  # convert depends on the registry
-        load_backbone(model, backbone_weights)
-    return model

@@ -3,15 +3,19 @@
 import dataclasses
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert import recognize
-from unet_jax.convert.engine import ConversionError, export_state, load_into
+from unet_jax.convert import recognize, smp_hub
+from unet_jax.convert.engine import ConversionError, load_into
+from unet_jax.convert.export import to_torch_state_dict
 from unet_jax.convert.io import CheckpointError, read_state_dict
+from unet_jax.models import recorded
+from unet_jax.models.build import build
 
 __all__ = ["CheckpointError", "ConversionError", "NotPortedError", "infer_arch", "load_torch",
            "load_torch_with_report", "to_torch_state_dict"]
@@ -41,7 +45,7 @@ def _not_ported(label: str, known: recognize.Recognized) -> NotPortedError:
                           f"(`unet-jax list`): {ported}")
 
 
-def infer_arch(shapes: registry.Shapes, *, prefix: str = "", label: str = "the checkpoint"):
+def infer_arch(shapes: registry.KeyShapes, *, prefix: str = "", label: str = "the checkpoint"):
     """(arch, config) read off a checkpoint's key names and shapes. `prefix` is what the
     reader removed from every key (to name keys as stored); `label` names the source."""
     stored = {prefix + k: v for k, v in shapes.items()}
@@ -96,11 +100,12 @@ def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None
     against torch. "ignored" lists every entry of the file that is not a weight, with why."""
     if dtype is not None and np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")
-    checkpoint = read_state_dict(source)
+    folder = not isinstance(source, Mapping) and smp_hub.is_folder(Path(source))
+    checkpoint = smp_hub.read_folder(Path(source)) if folder else read_state_dict(source)
     state, label = checkpoint.tensors, checkpoint.label
     spec, cfg = _config_for(arch, checkpoint, config)
     try:
-        model, report = load_into(lambda: registry.build(cfg), spec.key_map(cfg), state,
+        model, report = load_into(lambda: build(cfg), spec.key_map(cfg), state,
                                   target=f"{spec.name} {cfg}", source=label, strict=strict,
                                   dtype=dtype)
     except ConversionError as e:
@@ -114,8 +119,7 @@ def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None
     model.eval()
     values = checkpoint.extras.get("mask_values")
     if isinstance(values, list | tuple) and len(values) == registry.uniform_option(cfg, "num_classes"):
-        from unet_jax import presets
-        presets.record_mask_values(model, values)  # milesial: predict maps classes back
+        recorded.record_mask_values(model, values)  # milesial: predict maps classes back
         checkpoint.notes.append(f"mask_values {list(values)[:8]} kept: predictions map classes to them")
     report["ignored"] = checkpoint.ignored + report["ignored"]
     report.update(notes=checkpoint.notes, extras=checkpoint.extras)
@@ -135,41 +139,3 @@ def load_torch(source: str | os.PathLike | Mapping, arch: str | None = None, *,
     lists every missing, unexpected and mis-shaped key. `dtype` casts floating parameters.
     """
     return load_torch_with_report(source, arch, strict=strict, dtype=dtype, **config)[0]
-
-
-def to_torch_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
-    """{torch key: np.ndarray}; loads into the upstream torch model with strict=True."""
-    arch = registry.arch_of_config(model.config)
-    return export_state(model, arch.key_map(model.config))
-
-
-# Prefixes a backbone file may carry: smp encoders, wrappers, or our own attribute names.
-BACKBONE_PREFIXES = ("encoder.", "model.", "module.", "backbone.", "vgg.", "resnet.")
-# Classifier heads of ImageNet files: deliberately unused.
-BACKBONE_IGNORED = (r"fc\..*", r"classifier\..*")
-
-
-def load_backbone(model: nnx.Module, source: str | os.PathLike | Mapping) -> dict[str, list[str]]:
-    """Replace `model`'s VGG16 / ResNet-50 encoder with the weights of a torchvision ImageNet
-    file (`vgg16-397923af.pth`: `features.*`; `resnet50-19c8e357.pth`: `conv1`, `bn1`,
-    `layer1..4`), also with smp `encoder.` or `model.`/`module.` prefixes. `fc.*` and
-    `classifier.*` are ignored. Strict otherwise; returns the report of keys."""
-    from unet_jax.models.backbones import resnet, vgg
-    if not hasattr(model, "encoder"):
-        raise ValueError(f"{registry.arch_of_config(model.config).name} has no pretrained "
-                         "backbone; backbone weights apply to vgg16_unet and resnet50_unet")
-    checkpoint = read_state_dict(source)
-    state, label = checkpoint.tensors, checkpoint.label
-    for prefix in BACKBONE_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    module, rules = ((vgg.VGG16, vgg.key_map("", "")) if model.backbone == "vgg"
-                     else (resnet.ResNet50, resnet.key_map("", "")))
-    channels = model.config.in_channels
-    backbone, report = load_into(lambda: module(channels, rngs=nnx.Rngs(0)), rules, state,
-                                 target=f"the {module.__name__} backbone", source=label,
-                                 ignore=BACKBONE_IGNORED)
-    if any(getattr(m, "use_running_average", False) for _, m in nnx.iter_modules(model)):
-        backbone.eval()  # keep the model's mode
-    setattr(model, "vgg" if model.backbone == "vgg" else "resnet", backbone)
-    return report

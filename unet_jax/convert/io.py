@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from unet_jax import atomic
 from unet_jax.convert import torch_pickle
 
 # Wrapper keys of real training scripts, in the order they are tried.
@@ -221,24 +222,30 @@ def _load_safetensors(path: Path, label: str) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{label} is truncated or not a safetensors file ({e})") from e
 
 
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".pkl", ".ckpt", ".safetensors")
+
+
+def describe_files(folder: Path) -> str:
+    """The checkpoint files in `folder`, as advice."""
+    files = sorted(p.name for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
+    if files:
+        return f"it holds {', '.join(files[:5])}: pass one of these files"
+    return "it holds no checkpoint file, saved model or training workdir"
+
+
+def read_safetensors(path: Path) -> Checkpoint:
+    """The state_dict of a .safetensors file."""
+    return unwrap(_load_safetensors(path, str(path)), str(path))
+
+
 def read_state_dict(source: str | os.PathLike | Mapping) -> Checkpoint:
     """The state_dict in `source` (a path or a mapping), as a `Checkpoint`."""
     if isinstance(source, Mapping):
         return unwrap(source, "the state_dict")
     path = Path(source)
     label = str(path)
-    from unet_jax.convert import smp_hub
-    if smp_hub.is_folder(path):
-        arch, options, notes = smp_hub.read_config(path)
-        weights = path / smp_hub.WEIGHTS
-        ck = unwrap(_load_safetensors(weights, str(weights)), str(weights))
-        ck.notes[:0] = notes
-        ck.config = arch, options
-        return ck
     if path.is_dir():
-        from unet_jax.saving import describe_directory
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file; "
-                              f"{describe_directory(path)}")
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file; {describe_files(path)}")
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     kind = sniff(path)
@@ -260,29 +267,25 @@ def write_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike) -
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; choose a new file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors import SafetensorError
-            from safetensors.numpy import save_file
-            try:
-                save_file({k: np.array(v, order="C") for k, v in state.items()}, partial)
-            except SafetensorError as e:  # its I/O errors
-                raise OSError(str(e)) from e
-        else:
-            try:
-                import torch
-            except ImportError as e:
-                raise CheckpointError(f"writing {path} needs torch: pip install "
-                                      "'unet-jax[torch]', or write .safetensors") from e
-            try:
-                torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, partial)
-            except RuntimeError as e:  # torch's zip writer reports a failed write so
-                raise OSError(f"a write failed (a full disk?): {str(e).splitlines()[0]}") from e
-        partial.rename(path)
+        with atomic.staged_file(path) as partial:
+            if path.suffix == ".safetensors":
+                from safetensors import SafetensorError
+                from safetensors.numpy import save_file
+                try:
+                    save_file({k: np.array(v, order="C") for k, v in state.items()}, partial)
+                except SafetensorError as e:  # its I/O errors
+                    raise OSError(str(e)) from e
+            else:
+                try:
+                    import torch
+                except ImportError as e:
+                    raise CheckpointError(f"writing {path} needs torch: pip install "
+                                          "'unet-jax[torch]', or write .safetensors") from e
+                try:
+                    torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, partial)
+                except RuntimeError as e:  # torch's zip writer reports a failed write so
+                    raise OSError(f"a write failed (a full disk?): {str(e).splitlines()[0]}") from e
     except OSError as e:
         raise OSError(f"could not write {path} ({e}); nothing was left there") from e
-    finally:
-        partial.unlink(missing_ok=True)
     return path

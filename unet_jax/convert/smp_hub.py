@@ -5,8 +5,9 @@ argument plus `_model_class`) and `model.safetensors`, read with the config take
 import json
 from pathlib import Path
 
-from unet_jax import registry
-from unet_jax.convert.io import CheckpointError, write_state_dict
+from unet_jax import atomic, registry
+from unet_jax.convert.export import to_torch_state_dict
+from unet_jax.convert.io import Checkpoint, CheckpointError, read_safetensors, write_state_dict
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 MODEL_CLASSES = {"Unet": "smp_unet", "UnetPlusPlus": "smp_unetplusplus"}
@@ -43,11 +44,19 @@ def read_config(folder: Path) -> tuple[str, dict, list[str]]:
     return MODEL_CLASSES[raw["_model_class"]], options, notes
 
 
+def read_folder(folder: Path) -> Checkpoint:
+    """The weights of a save_pretrained folder, with the arch and options its config.json
+    states."""
+    arch, options, notes = read_config(folder)
+    checkpoint = read_safetensors(folder / WEIGHTS)
+    checkpoint.notes[:0] = notes
+    checkpoint.config = arch, options
+    return checkpoint
+
+
 def save_pretrained(model, directory: str | Path) -> Path:
     """Write an smp model as `save_pretrained` does (config.json + model.safetensors) into a
     new `directory`; nothing is left behind on failure."""
-    from unet_jax.convert.api import to_torch_state_dict
-    from unet_jax.saving import staged_directory
     arch = registry.arch_of_config(model.config)
     classes = {v: k for k, v in MODEL_CLASSES.items()}
     if arch.name not in classes:
@@ -56,7 +65,7 @@ def save_pretrained(model, directory: str | Path) -> Path:
     directory = Path(directory).absolute()
     if directory.exists():
         raise FileExistsError(f"{directory} exists; choose a new directory")
-    with staged_directory(directory) as staging:
+    with atomic.staged_directory(directory) as staging:
         config = {"_model_class": classes[arch.name], "activation": None, "aux_params": None,
                   "encoder_weights": None,
                   **{k: getattr(model.config, k) for k in OPTIONS}}

@@ -116,13 +116,22 @@ def _key_map(config: VGG16UnetConfig):
     return rules + conv("final")
 
 
-def _infer(shapes: registry.Shapes, *, first_key: str, config_cls: type):
+def _infer(shapes: registry.KeyShapes, *, first_key: str, config_cls: type):
     if first_key not in shapes or "final.weight" not in shapes:
         return None
     # The two variant flags cannot be read off the weights: upstream's current code is assumed.
     return config_cls(num_classes=shapes["final.weight"][0], in_channels=shapes[first_key][1],
                       nearest_upsampling=False, up_relu=True)
 
+
+BACKBONES = {  # torchvision ImageNet files fill them (what upstream's `freeze_backbone` freezes)
+    "vgg": registry.Backbone("vgg", lambda c: "vgg16",
+                             lambda c, rngs: vgg.VGG16(c.in_channels, rngs=rngs),
+                             lambda c: vgg.key_map("", "")),
+    "resnet50": registry.Backbone("resnet", lambda c: "resnet50",
+                                  lambda c, rngs: resnet.ResNet50(c.in_channels, rngs=rngs),
+                                  lambda c: resnet.key_map("", "")),
+}
 
 for _name, _backbone, _config, _first, _train in (
         ("vgg16_unet", "vgg", VGG16UnetConfig, "vgg.features.0.weight",
@@ -134,4 +143,4 @@ for _name, _backbone, _config, _first, _train in (
         uniform={"num_classes": "num_classes", "in_channels": "in_channels"},
         source=f"bubbliiiing/unet-pytorch nets/unet.py `Unet(backbone='{_backbone}')`",
         train_defaults=_train, sizes=registry.SizeRule(MULTIPLE[_backbone], MULTIPLE[_backbone]),
-        preprocess="bubbliiiing"))
+        preprocess="bubbliiiing", backbone=BACKBONES[_backbone]))

@@ -172,7 +172,7 @@ def key_map(config: ImgsegUNetConfig):
     return rules + conv("Conv_1x1")
 
 
-def _infer(shapes: registry.Shapes, *, arch: str):
+def _infer(shapes: registry.KeyShapes, *, arch: str):
     """Plain vs recurrent stages by their first key, plain vs attention by `Att5.*`; `t` is
     not in the weights (one shared conv): upstream's default 2 is assumed."""
     config_cls, _, recurrent, attention = VARIANTS[arch]

@@ -68,7 +68,7 @@ def key_map(config: LabmlUNetConfig):
     return rules + conv_t("up_sample.{i}.up", "up_sample.{i}") + conv("final_conv")
 
 
-def infer(shapes: registry.Shapes) -> LabmlUNetConfig | None:
+def infer(shapes: registry.KeyShapes) -> LabmlUNetConfig | None:
     if "down_conv.0.first.weight" not in shapes or "final_conv.weight" not in shapes:
         return None
     width, in_channels = shapes["down_conv.0.first.weight"][:2]

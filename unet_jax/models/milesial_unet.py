@@ -9,7 +9,7 @@ Two checkpoint layouts, told apart by `inc.double_conv.0.bias`: since v3.0 (comm
 DoubleConv's convs have `bias=False` (`conv_bias=False`, the default, as the official
 Carvana checkpoints); v1.0 / v2.0 checkpoints carry those 18 biases (`conv_bias=True`).
 Its training script stores `mask_values` (the mask pixel value of each class) beside the
-tensors; `unet_jax.load_torch` keeps it (`presets.mask_values`). `base_width` (upstream 64)
+tensors; `unet_jax.load_torch` keeps it (`unet_jax.models.recorded.mask_values`). `base_width` (upstream 64)
 is our extension.
 """
 
@@ -99,7 +99,7 @@ def key_map(config: MilesialUNetConfig):
     return rules + conv("outc.conv", "outc")
 
 
-def infer(shapes: registry.Shapes) -> MilesialUNetConfig | None:
+def infer(shapes: registry.KeyShapes) -> MilesialUNetConfig | None:
     first = "inc.double_conv.0.weight"
     if first not in shapes or "outc.conv.weight" not in shapes:
         return None

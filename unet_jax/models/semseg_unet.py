@@ -87,7 +87,7 @@ def key_map(config: SemsegUNetConfig):
     return rules + conv_t(f"{u}.up") + conv("final")
 
 
-def infer(shapes: registry.Shapes) -> SemsegUNetConfig | None:
+def infer(shapes: registry.KeyShapes) -> SemsegUNetConfig | None:
     if "center.conv1.0.weight" not in shapes or "up_concat1.conv.conv1.0.weight" not in shapes:
         return None
     f0, in_channels = shapes["conv1.conv1.0.weight"][:2]

@@ -255,7 +255,7 @@ def key_map(config: SmpUnetConfig) -> list[Rule]:
     return rules + conv("segmentation_head.0", "segmentation_head")
 
 
-def infer(shapes: registry.Shapes, *, plus_plus: bool):
+def infer(shapes: registry.KeyShapes, *, plus_plus: bool):
     """ResNet kind from the blocks (resnet50: conv3; resnet18 vs 34: layer1.2 present), depth
     from the decoder's block count, widths, norm (decoder BatchNorm keys) and scse keys."""
     if "encoder.conv1.weight" not in shapes or "segmentation_head.0.weight" not in shapes:
@@ -282,6 +282,13 @@ def infer(shapes: registry.Shapes, *, plus_plus: bool):
         classes=shapes["segmentation_head.0.weight"][0])
 
 
+# torchvision resnet18 / 34 / 50 ImageNet files fill `encoder` (smp's `encoder_weights="imagenet"`)
+ENCODER = registry.Backbone(
+    attribute="encoder", network=lambda c: c.encoder_name,
+    module=lambda c, rngs: resnet.ResNet(c.encoder_name, c.in_channels, depth=c.encoder_depth,
+                                         rngs=rngs),
+    key_map=lambda c: resnet.key_map("", "", c.encoder_name))
+
 for _name, _plus, _config, _sizes in (
         ("smp_unet", False, SmpUnetConfig, registry.SizeRule(step=1, minimum=32)),
         ("smp_unetplusplus", True, SmpUnetPlusPlusConfig, registry.SizeRule(32, 32))):
@@ -290,4 +297,4 @@ for _name, _plus, _config, _sizes in (
         key_map=key_map, infer=functools.partial(infer, plus_plus=_plus),
         uniform={"num_classes": "classes", "in_channels": "in_channels"},
         source=f"segmentation_models_pytorch `{'UnetPlusPlus' if _plus else 'Unet'}` (ResNet encoders)",
-        sizes=_sizes, preprocess="imagenet"))
+        sizes=_sizes, preprocess="imagenet", backbone=ENCODER))

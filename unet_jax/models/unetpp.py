@@ -105,7 +105,7 @@ def key_map(config: UnetPlusPlusConfig):
     return rules + bn(f"{h}.0", f"{h}.bn") + conv(f"{h}.2", f"{h}.conv")
 
 
-def infer(shapes: registry.Shapes) -> UnetPlusPlusConfig | None:
+def infer(shapes: registry.KeyShapes) -> UnetPlusPlusConfig | None:
     if "stage_0.Conv_forward.0.weight" not in shapes or "CONV0_4.Conv_forward.2.weight" not in shapes:
         return None
     width, in_channels = shapes["stage_0.Conv_forward.0.weight"][:2]

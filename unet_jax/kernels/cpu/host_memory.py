@@ -16,6 +16,8 @@ import importlib.metadata
 import os
 import sys
 
+from unet_jax.kernels import cpu
+
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc malloc.h
 # A trim threshold of -1 disables trimming: any finite one (at most 2 GB, mallopt takes an
 # int) returns a larger freed temp buffer (vgg16_unet's is 2.2 GB) to the kernel every step.
@@ -45,7 +47,6 @@ def runs_on_cpu_only() -> bool:
 def keep_freed_memory() -> bool:
     """Apply `SETTINGS` with glibc's `mallopt`; False where that is not possible (not Linux,
     another C library), JAX will use an accelerator, or the user opted out."""
-    from unet_jax.kernels import cpu
     if (os.environ.get(OPT_OUT, "1") == "0" or not cpu.switched_on()
             or not sys.platform.startswith("linux") or not runs_on_cpu_only()):
         return False

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_jax import palette
-from unet_jax import prediction as predict_lib
+from unet_jax.inference import palette
+from unet_jax.inference import prediction as predict_lib
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

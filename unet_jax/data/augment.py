@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from unet_jax.imageio import IGNORE_INDEX, LETTERBOX_FILL
+from unet_jax.data.imageio import IGNORE_INDEX, LETTERBOX_FILL
 
 PRESETS = {
     "basic": "resized_crop+hflip",  # what `--augment` alone meant before the op strings

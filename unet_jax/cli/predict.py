@@ -1,64 +1,20 @@
-"""`unet-jax data`, `predict` and `evaluate`: the commands that read users' image files."""
+"""`unet-jax predict` and `evaluate`: a model on users' images, masks and metrics out."""
 
 import glob
 import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from unet_jax import imageio, layouts, palette, presets
-from unet_jax import prediction as predict_lib
-
-SCAN = 200  # samples per split `unet-jax data` reads by default
-
-
-def _size(text: str) -> tuple[int, int]:
-    from unet_jax.cli import parse_size
-    return parse_size(text)
-
-
-def cmd_data(args) -> int:
-    from unet_jax import data
-    found = layouts.detect(args.path, args.layout)
-    print(f"layout:  {found.name} ({layouts.EXPECTED[found.name]})\nroot:    {found.root}\n"
-          f"splits:  {', '.join(f'{k} {len(v)}' for k, v in found.splits.items())} "
-          f"({found.split_rule})" + ("\nmasks:   binary (255 -> class 1)" if found.binary else ""))
-    problems = []
-    for split, pairs in found.splits.items():
-        dataset = data.FileDataset(tuple(pairs), args.classes or 256, binary=found.binary,
-                                   fixes="count them as classes with --classes {classes}, or map "
-                                         "them to the ignore index in train and evaluate with "
-                                         "--out-of-range ignore")
-        count = len(pairs) if args.scan == 0 else min(len(pairs), args.scan)
-        values, sizes = set(), {}
-        for i in range(count):
-            try:
-                image, mask = dataset.read(i)
-            except ValueError as e:
-                problems.append(f"{split}: {e}")
-                continue
-            values |= set(np.unique(mask).tolist())
-            key = f"{image.shape[1]}x{image.shape[0]}"
-            sizes[key] = sizes.get(key, 0) + 1
-        common = sorted(sizes.items(), key=lambda kv: -kv[1])
-        shown = ", ".join(f"{k} ({n})" for k, n in common[:4]) + (" ..." if len(common) > 4 else "")
-        ignored = sorted(v for v in values if v == data.IGNORE_INDEX)
-        classes = sorted(v for v in values if v != data.IGNORE_INDEX)
-        print(f"{split}: read {count} of {len(pairs)}; classes seen {_ranges(classes)}"
-              + (" + 255 (ignored)" if ignored else "") + f"; sizes (WxH) {shown or '-'}")
-    for problem in problems[:20]:
-        print(f"error:   {problem}")
-    if len(problems) > 20:
-        print(f"error:   ... and {len(problems) - 20} more")
-    return 2 if problems else 0
-
-
-def _ranges(values: list[int]) -> str:
-    if not values:
-        return "none"
-    if values == list(range(values[0], values[-1] + 1)) and len(values) > 3:
-        return f"{values[0]}..{values[-1]}"
-    return ", ".join(map(str, values))
+from unet_jax import presets, registry
+from unet_jax.checkpoints.saved import ModelSourceError
+from unet_jax.checkpoints.sources import open_model, source_kind
+from unet_jax.cli.parsing import parse_size
+from unet_jax.data import datasets, imageio, layouts
+from unet_jax.inference import evaluation, palette
+from unet_jax.inference import prediction as predict_lib
+from unet_jax.models import recorded
 
 
 def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -87,7 +43,6 @@ def _options(args) -> predict_lib.Options:
 def _check_model(args) -> None:
     """Refuse a model argument that is no model source before any image is read; an image
     there (arguments swapped) is told so."""
-    from unet_jax.saving import ModelSourceError, source_kind
     try:
         source_kind(args.model)
     except ModelSourceError as e:
@@ -111,7 +66,6 @@ def _check_output(args) -> None:
 
 
 def _open(args):
-    from unet_jax.sources import open_model
     model, report, _ = open_model(args.model, args.arch, which=args.which)
     for note in report["notes"]:
         print(f"read:    {note}")
@@ -119,9 +73,7 @@ def _open(args):
 
 
 def cmd_predict(args) -> int:
-    from tqdm import tqdm
 
-    from unet_jax import registry
     _check_model(args)
     _check_output(args)
     files, unmatched = input_files(args.inputs)
@@ -134,7 +86,7 @@ def cmd_predict(args) -> int:
     model = _open(args)
     predictor = predict_lib.Predictor(model, _options(args))
     num_classes = predictor.classes
-    values = presets.mask_values(model)
+    values = recorded.mask_values(model)
     class_names = palette.class_names(num_classes, args.names)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +127,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from unet_jax import data, evaluate, registry
     _check_model(args)
     _check_output(args)
     model = _open(args)
@@ -183,14 +134,14 @@ def cmd_evaluate(args) -> int:
     if args.split not in found.splits:
         raise ValueError(f"{found.root} has splits {', '.join(found.splits)}, not {args.split!r}")
     num_classes = max(2, registry.uniform_option(model, "num_classes"))
-    dataset = data.FileDataset(tuple(found.splits[args.split]), num_classes, binary=found.binary,
+    dataset = datasets.FileDataset(tuple(found.splits[args.split]), num_classes, binary=found.binary,
                                channels=registry.uniform_option(model, "in_channels"),
                                out_of_range=args.out_of_range,
                                fixes="map them to the ignore index with --out-of-range ignore, or "
                                      "evaluate a model of {classes} or more classes")
-    result = evaluate.evaluate(model, dataset, _options(args), progress=args.progress)
+    result = evaluation.evaluate(model, dataset, _options(args), progress=args.progress)
     names = palette.class_names(num_classes, args.names, found.name)
-    paths = evaluate.write_report(result, Path(args.output), names)
+    paths = evaluation.write_report(result, Path(args.output), names)
     print(f"{found.name} {args.split}: {result['images']} images, {result['pixels']:,} pixels; "
           f"preprocess {result['preprocess']}, fit {result['fit']}")
     print(f"{'class':<14}{'IoU':>8}{'recall':>8}{'precision':>10}")
@@ -214,7 +165,7 @@ def _prediction_flags(p) -> None:
     p.add_argument("--fit", default="", choices=["", *predict_lib.FITS],
                    help="letterbox / resize to --size, or pad to a size the arch takes and crop "
                         "back (default: the preset's)")
-    p.add_argument("--size", type=_size, help="letterbox / resize target HxW (default: the model's "
+    p.add_argument("--size", type=parse_size, help="letterbox / resize target HxW (default: the model's "
                                               "training size, else the preset's, else the arch's)")
     p.add_argument("--tile", type=int, default=1024,
                    help=f"sides up to TILE are padded to a multiple of {predict_lib.BUCKET} (then a "
@@ -229,14 +180,6 @@ def _prediction_flags(p) -> None:
 
 
 def add_parsers(sub) -> None:
-    d = sub.add_parser("data", help="what dataset layout a folder holds: splits, classes, sizes")
-    d.add_argument("path")
-    d.add_argument("--layout", default="", choices=["", *layouts.READERS],
-                   help="read as this layout (default: detected)")
-    d.add_argument("--classes", type=int, default=0, help="check mask values against this count")
-    d.add_argument("--scan", type=int, default=SCAN, help="samples read per split (0: all)")
-    d.set_defaults(fn=cmd_data)
-
     p = sub.add_parser("predict", help="images of any size -> class-id PNGs, overlays, probabilities")
     _prediction_flags(p)
     p.add_argument("inputs", nargs="+", help="image files, folders or globs (PNG/JPEG/BMP/TIFF)")

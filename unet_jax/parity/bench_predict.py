@@ -15,7 +15,9 @@ import time
 
 import numpy as np
 
-from unet_jax import data, prediction, registry
+from unet_jax import registry
+from unet_jax.data import datasets
+from unet_jax.inference import prediction
 
 
 def _timed(fn, repeats: int = 1) -> float:
@@ -52,13 +54,13 @@ def main(args) -> int:
     from PIL import Image
 
     import unet_jax
-    from parity import harness, pipelines
+    from unet_jax.parity import harness, pipelines
     arch = (args.archs or ["vgg16_unet"])[0]
     config = registry.make_config(arch, num_classes=21) if "num_classes" in registry.get_arch(
         arch).options else registry.make_config(arch)
     net = harness.random_reference(config, seed=0).eval()
     model = unet_jax.load_torch({k: v.numpy() for k, v in net.state_dict().items()})
-    photos = [data.Shapes(1, height=375, width=500, num_classes=5, seed=i)[0][0]
+    photos = [datasets.Shapes(1, height=375, width=500, num_classes=5, seed=i)[0][0]
               for i in range(args.photos)]
     predictor = prediction.Predictor(model, prediction.Options(batch=args.batch))
     jax_s = _timed(lambda: [prediction.masks(p) for p in predictor.probabilities(photos)])
@@ -68,7 +70,7 @@ def main(args) -> int:
                                   for p in photos])
     else:
         torch_s = float("nan")
-    big = data.Shapes(1, height=2048, width=2048, num_classes=5, seed=9)[0][0]
+    big = datasets.Shapes(1, height=2048, width=2048, num_classes=5, seed=9)[0][0]
     tiled = prediction.Predictor(model, prediction.Options(fit="pad", tile=args.tile, batch=args.batch))
     jax_big = _timed(lambda: prediction.masks(tiled.probabilities([big])[0]))
     torch_big = _timed(lambda: torch_windows(net, big, tiled))

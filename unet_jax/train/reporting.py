@@ -2,14 +2,16 @@
 no TensorFlow), and at the end PNGs of the curves and of input / truth / prediction."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from unet_jax import palette
-from unet_jax.inference import inference_jit
+from unet_jax import atomic, presets
+from unet_jax.data import layouts
+from unet_jax.inference import palette
+from unet_jax.inference.compiled import inference_jit
+from unet_jax.train import losses, metrics
 
 
 @inference_jit
@@ -57,9 +59,7 @@ class Logger:
         # it had logged but not checkpointed, and its record replaces the earlier one
         kept = [r for r in read_metrics(self.workdir) if r["epoch"] < summary["epoch"]]
         path = self.workdir / "metrics.jsonl"
-        staging = path.with_name(path.name + ".tmp")
-        staging.write_text("".join(json.dumps(r) + "\n" for r in [*kept, summary]))
-        os.replace(staging, path)
+        atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in [*kept, summary]))
         self.scalars(summary["step"], {f"val/{k}": v for k, v in summary.items()
                                        if isinstance(v, float)})
         print(f"epoch {summary['epoch']:>3}  train loss {summary['train_loss']:.4f}  "
@@ -76,7 +76,6 @@ class Logger:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from unet_jax import losses, metrics, presets
         rows = [json.loads(line) for line in (self.workdir / "metrics.jsonl").read_text().splitlines()]
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
         epochs = [r["epoch"] for r in rows]
@@ -107,7 +106,6 @@ class Logger:
 
 def layout_of(data: str) -> str | None:
     """The dataset layout name of a training `data` spec (None: synthetic, tfds)."""
-    from unet_jax import layouts
     kind = data.partition(":")[0]
     if kind in layouts.READERS:
         return kind

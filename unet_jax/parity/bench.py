@@ -112,9 +112,13 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     from flax import nnx
 
     import unet_jax
-    from parity import harness
-    from unet_jax import losses, registry, train
-    from unet_jax.inference import inference_jit
+    from unet_jax import registry
+    from unet_jax.inference.compiled import inference_jit
+    from unet_jax.parity import harness
+    from unet_jax.train import losses
+    from unet_jax.train import steps as train_steps
+    from unet_jax.train.config import TrainConfig
+    from unet_jax.train.optimizer import make_optimizer
 
     on_gpu = jax.default_backend() == "gpu"
     if on_gpu and not torch.cuda.is_available():
@@ -152,13 +156,13 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     jax_compile_infer = time.perf_counter() - t0
     gflop_infer = _gflop(lowered)
 
-    cfg = train.TrainConfig(arch=arch, num_classes=n_out, optimizer="sgd", lr=0.01,
+    cfg = TrainConfig(arch=arch, num_classes=n_out, optimizer="sgd", lr=0.01,
                             momentum=0.9, weight_decay=0.0, schedule="constant", loss=loss_name,
                             dtype="bfloat16" if dtype == "bf16" else "float32")
     train_model = unet_jax.load_torch({k: v.numpy() for k, v in torch_model.state_dict().items()})
     train_model.train()
-    optimizer = nnx.Optimizer(train_model, train.make_optimizer(cfg, train_model, 1), wrt=nnx.Param)
-    train_step, _ = train.make_steps(cfg)
+    optimizer = nnx.Optimizer(train_model, make_optimizer(cfg, train_model, 1), wrt=nnx.Param)
+    train_step, _ = train_steps.make_steps(cfg)
     lj = jnp.asarray(labels)
     t0 = time.perf_counter()
     lowered = train_step.lower(train_model, optimizer, xj, lj)
@@ -280,7 +284,7 @@ def main(args) -> int:
     # torch, timed in the same process, runs with it too.
     kept = host_memory.keep_freed_memory()
     if args.predict:
-        from unet_jax import bench_predict
+        from unet_jax.parity import bench_predict
         return bench_predict.main(args)
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                                      args.xla_flags]))
@@ -305,22 +309,3 @@ def main(args) -> int:
     print(f"\n{rows[0].device}; {rows[0].versions}; XLA_FLAGS={os.environ['XLA_FLAGS']!r}; "
           f"freed host memory kept: {kept}")
     return 0
-
-
-def add_flags(parser) -> None:
-    parser.add_argument("--archs", nargs="*", help="default: all")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size", type=int, default=256, help="nearest valid size is used")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
-    parser.add_argument("--xla-flags", default=DEFAULT_XLA_FLAGS)
-    parser.add_argument("--peak-tflops", type=float,
-                        help="device peak for model FLOP utilisation (default: known GPUs' "
-                             "dense tensor-core peak for the dtype)")
-    parser.add_argument("--json", help="write the rows as JSON to this file")
-    parser.add_argument("--predict", action="store_true",
-                        help="prediction throughput instead (unet_jax/bench_predict.py): the first "
-                             "of --archs (default vgg16_unet)")
-    parser.add_argument("--photos", type=int, default=8, help="--predict: 500x375 photos")
-    parser.add_argument("--tile", type=int, default=1024, help="--predict: sliding-window tile")

@@ -1,12 +1,10 @@
-"""Segmentation data: a `Dataset` interface, the embedded procedural "shapes" set, image/mask
-files in the upstreams' layouts (`unet_jax.layouts`), and tensorflow-datasets; batched
-deterministically with grain.
+"""Segmentation datasets: a `Dataset` interface, the embedded procedural "shapes" set,
+image/mask files in the upstreams' layouts (`unet_jax.data.layouts`), and
+tensorflow-datasets; batched by `unet_jax.data.pipeline`.
 
-A sample is `(image uint8 HxWxC, mask uint8 HxW of class ids)`; 255 marks pixels to
-ignore. Images travel to the devices as uint8 and are normalised there (`unet_jax.presets`).
-Batches of epoch `e` are a grain `MapDataset` shuffled with seed `seed + e`, so any
-(epoch, step) is addressable: resuming needs only the step counter. Each process reads and
-decodes only its own rows of every global batch, in background threads with prefetch.
+A sample is `(image uint8 HxWxC, mask uint8 HxW of class ids)`; `IGNORE_INDEX` marks pixels
+to ignore. Images travel to the devices as uint8 and are normalised there
+(`unet_jax.presets`).
 """
 
 import colorsys
@@ -17,11 +15,10 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-import grain
 import numpy as np
 
-from unet_jax import imageio
-from unet_jax.imageio import IGNORE_INDEX
+from unet_jax.data import imageio
+from unet_jax.data.imageio import IGNORE_INDEX
 
 COMMAND_LINE = False  # messages name options as flags (`--out-of-range ignore`); the CLI sets it
 
@@ -223,46 +220,3 @@ class TFDS:
         mask = Image.fromarray(item["segmentation_mask"][..., 0]).resize(size, Image.NEAREST)
         mask = np.asarray(mask, np.int64) + self.label_offset
         return np.asarray(image, np.uint8), mask.astype(np.uint8)
-
-
-def epoch_samples(dataset: Dataset, batch_size: int, *, epoch: int, seed: int,
-                  shuffle: bool = True, process_index: int = 0, process_count: int = 1,
-                  augment=None) -> grain.MapDataset:
-    """This process's samples of epoch `epoch`, in order, as `{"image", "mask"}` dicts: rows
-    `process_index * b ... + b` of each global batch of `batch_size` (b = batch_size /
-    process_count), so a process reads only its own. The last partial batch is dropped.
-    `augment(image, mask, rng)` transforms each sample with a generator seeded by
-    (seed, epoch, position in the epoch)."""
-    if len(dataset) < batch_size:
-        raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch "
-                         f"of {batch_size}")
-    order = grain.MapDataset.source(dataset)
-    if shuffle:
-        order = order.shuffle(seed=seed + epoch)
-    rows = batch_size // process_count
-    offset = process_index * rows
-
-    def sample(q: int) -> dict:
-        position = (q // rows) * batch_size + offset + q % rows
-        image, mask = order[position]
-        if augment is not None:
-            image, mask = augment(image, mask, np.random.default_rng([seed, epoch, position]))
-        return {"image": image, "mask": mask}
-
-    return grain.MapDataset.range(len(dataset) // batch_size * rows).map(sample)
-
-
-def batches(dataset: Dataset, batch_size: int, **kwargs) -> grain.MapDataset:
-    """`epoch_samples` batched: random access to this process's rows of every global batch."""
-    rows = batch_size // kwargs.get("process_count", 1)
-    return epoch_samples(dataset, batch_size, **kwargs).batch(rows, drop_remainder=True)
-
-
-def prefetched(samples: grain.MapDataset, rows: int, first: int, threads: int):
-    """Batches of `rows` from batch `first` on, the samples decoded by `threads` background
-    threads two batches ahead (0 threads: in the calling thread)."""
-    if threads <= 0:
-        batched = samples.batch(rows, drop_remainder=True)
-        return (batched[i] for i in range(first, len(batched)))
-    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * rows)
-    return iter(samples[first * rows:].to_iter_dataset(options).batch(rows, drop_remainder=True))

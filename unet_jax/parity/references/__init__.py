@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from parity.references import bubbliiiing, imgseg, labml, milesial, semseg, smp, unetpp
+from unet_jax.parity.references import bubbliiiing, imgseg, labml, milesial, semseg, smp, unetpp
 
 
 def _kwargs(config) -> dict:

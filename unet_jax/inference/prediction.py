@@ -24,8 +24,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from PIL import Image
 
-from unet_jax import compile_notice, imageio, presets, registry
-from unet_jax.inference import inference_jit
+from unet_jax import compile_notice, presets, registry
+from unet_jax.data import imageio
+from unet_jax.inference.compiled import inference_jit
+from unet_jax.models import recorded
 
 BUCKET = 128  # canvas sides up to `tile` are padded to a multiple of this
 FITS = ("letterbox", "resize", "pad")
@@ -93,8 +95,8 @@ class Predictor:
         self.options = options
         self.arch = registry.arch_of_config(model.config)
         self.rule = self.arch.sizes
-        self.preset = presets.get(options.preprocess or presets.recorded(model))
-        trained_at = presets.recorded_size(model)
+        self.preset = presets.get(options.preprocess or recorded.preset_of(model))
+        trained_at = recorded.input_size_of(model)
         # a trained model is fitted as its training images were (letterbox or resize)
         self.fit = options.fit or (self.preset.training_fit if trained_at else self.preset.fit)
         default = self.arch.train_defaults.get("image_size", registry.TRAIN_DEFAULTS["image_size"])

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from flax import nnx
 
-from parity.references import REFERENCES
 from unet_jax import registry
 from unet_jax.convert.engine import _dotted
 from unet_jax.nn import BatchNorm, Conv2d, ConvTranspose2d
+from unet_jax.parity.references import REFERENCES
 
-# Stated tolerances on max|diff| / max(1, max|reference|) (see spec/conversion.md).
+# Stated tolerances on max|diff| / max(1, max|reference|) (see docs/parity.md).
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 
 

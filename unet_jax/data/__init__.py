@@ -1,0 +1,1 @@
+"""Datasets, layouts, image files, augmentation and the grain input pipeline."""

@@ -1,0 +1,1 @@
+"""Prediction (any image size, sliding windows), evaluation, and the class palette."""
