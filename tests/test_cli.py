@@ -160,5 +160,38 @@ def test_pretrained_backbone_files(tmp_path):
     with pytest.raises(unet_jax.ConversionError, match="features.28.bias"):
         unet_jax.create_model("vgg16_unet", backbone_weights={
             k: v for k, v in vgg.state_dict().items() if k != "features.28.bias"})
-    with pytest.raises(ValueError, match="imgseg_unet has no pretrained backbone"):
+    with pytest.raises(ValueError, match="imgseg_unet has no pretrained backbone; ImageNet "
+                                         "backbone weights apply to .*smp_unet"):
         unet_jax.create_model("imgseg_unet", backbone_weights=smp)
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "resnet34", "resnet50"])
+def test_smp_encoders_take_torchvision_imagenet_files(encoder, tmp_path):
+    """smp's usual start (`encoder_weights="imagenet"`): a torchvision ResNet file fills the
+    encoder exactly (fc ignored), also under smp's `encoder.` prefix; the torch reference
+    with the same encoder weights gives the same encoder features."""
+    from unet_jax.parity.upstream import import_smp
+    import_smp()  # declares torchvision's compiled ops where its wheel cannot load them
+    import torchvision
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, encoder)()
+    harness.randomize_weights(net, seed=1)
+    torch.save(net.state_dict(), tmp_path / f"{encoder}.pth")
+    model = unet_jax.create_model("smp_unet", encoder_name=encoder, encoder_depth=4,
+                                  decoder_channels=(32, 16, 16, 8), classes=2,
+                                  backbone_weights=tmp_path / f"{encoder}.pth")
+    sd = net.state_dict()
+    np.testing.assert_array_equal(np.asarray(model.encoder.layer4[1].conv1.kernel[...]),
+                                  sd["layer4.1.conv1.weight"].numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(np.asarray(model.encoder.bn1.mean[...]), sd["bn1.running_mean"].numpy())
+    exported = unet_jax.to_torch_state_dict(model)
+    for k, v in sd.items():
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(exported[f"encoder.{k}"], v.numpy(), err_msg=k)
+    prefixed = unet_jax.create_model("smp_unet", encoder_name=encoder, classes=2, backbone_weights={
+        f"encoder.{k}": v for k, v in sd.items() if not k.startswith("fc.")})
+    np.testing.assert_array_equal(np.asarray(prefixed.encoder.conv1.kernel[...]),
+                                  np.asarray(model.encoder.conv1.kernel[...]))
+    other = "resnet18" if encoder == "resnet50" else "resnet50"  # another block layout
+    with pytest.raises(unet_jax.ConversionError, match=f"the {other} encoder of smp_unet"):
+        unet_jax.create_model("smp_unet", encoder_name=other, backbone_weights=tmp_path / f"{encoder}.pth")

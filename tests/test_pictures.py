@@ -145,7 +145,7 @@ def test_pixel_count(count, text):
 
 
 def test_iou_figure():
-    result = {"iou": [0.9, 0.25, 0.0], "miou": 0.3833}
+    result = {"iou": [0.9, 0.25, 0.0], "miou_all_classes": 0.3833}
     names = ["background", "car", "tree"]
     fig = evaluate.iou_figure(result, names)
     ax = fig.axes[0]

@@ -136,8 +136,23 @@ def test_frozen_backbone_does_not_change(tmp_path):
         assert same if k.startswith("vgg.") else not same, k
 
 
+def test_frozen_smp_encoder_does_not_change(tmp_path):
+    """smp archs declare `encoder` as their backbone: frozen, it keeps its weights."""
+    import unet_jax
+    model = dict(encoder_name="resnet18", encoder_depth=3, decoder_channels=[16, 8, 8])
+    base = dict(arch="smp_unet", model=model, image_size=32, train_samples=16, val_samples=8,
+                batch_size=8, epochs=1, progress=False, optimizer="sgd", lr=0.05,
+                freeze_backbone_epochs=1)
+    before = _params(unet_jax.create_model("smp_unet", num_classes=4, seed=0, **model))
+    after = _params(train(TrainConfig(**base, workdir=str(tmp_path / "a")))["model"])
+    for k in before:
+        same = np.array_equal(before[k], after[k])
+        assert same if k.startswith("encoder.") else not same, k
+
+
 def test_freezing_needs_a_backbone(tmp_path):
-    with pytest.raises(ValueError, match="freeze_backbone_epochs needs a backbone"):
+    with pytest.raises(ValueError, match="freeze_backbone_epochs needs a pretrained backbone; "
+                                         "imgseg_unet has none .*smp_unet"):
         train(TrainConfig(**dict(SMALL, freeze_backbone_epochs=1, workdir=str(tmp_path))))
 
 

@@ -12,7 +12,7 @@ import torch
 import unet_jax
 from unet_jax import presets, registry, train
 from unet_jax.convert.api import to_torch_state_dict
-from unet_jax.models import recorded
+from unet_jax.models import outputs, recorded
 from unet_jax.parity import harness
 from unet_jax.train import metrics
 from unet_jax.train.model import make_model, resolve
@@ -45,7 +45,7 @@ def test_validation_smaller_than_a_batch_scores_every_sample(run):
     images = np.stack([val[i][0] for i in range(len(val))])
     masks = np.stack([val[i][1] for i in range(len(val))])
     logits = model(presets.get(cfg.preprocess).normalize(images))  # uint8 as the trainer sees it
-    cm = metrics.confusion_matrix(metrics.predictions(logits), masks, 3, 255)
+    cm = metrics.confusion_matrix(outputs.classes(logits), masks, 3, 255)
     assert int(np.asarray(cm).sum()) == 6 * 32 * 32
     assert rows[-1]["miou"] == pytest.approx(metrics.summarize(np.asarray(cm))["miou"], abs=1e-6)
 

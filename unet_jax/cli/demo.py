@@ -31,7 +31,7 @@ def cmd_demo(args) -> int:
     for arch in registry.list_models():
         reference = harness.random_reference(registry.make_config(arch), seed=args.seed)
         state = {k: v.numpy() for k, v in reference.state_dict().items()}
-        size = (188, 188) if arch == "semseg_unet" else (64, 64)
+        size = (registry.get_arch(arch).sizes.at_least(64),) * 2
         result = harness.check_state_dict(state, unet_jax.load_torch(state), size)
         worst = max(d.max_rel for d in result.outputs)
         print(f"  {arch:<14} {len(result.layers):>3} layers, output max rel diff {worst:.1e} "

@@ -148,7 +148,9 @@ def cmd_evaluate(args) -> int:
     for k in range(num_classes):
         print(f"{names[k]:<14}{100 * result['iou'][k]:>8.2f}"
               f"{100 * result['recall'][k]:>8.2f}{100 * result['precision'][k]:>10.2f}")
-    print(f"mIoU {100 * result['miou']:.2f}; mPA (mean recall) {100 * result['mrecall']:.2f}; "
+    print(f"mIoU {100 * result['miou_all_classes']:.2f} over all {len(result['iou'])} classes (an "
+          f"absent class counts 0, as bubbliiiing; {100 * result['miou_present']:.2f} over the "
+          f"classes present, as training reports it); mPA (mean recall) {100 * result['mrecall']:.2f}; "
           f"pixel accuracy {100 * result['pixel_acc']:.2f}\nwrote:   "
           + ", ".join(map(str, paths)))
     return 0

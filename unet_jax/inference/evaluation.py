@@ -1,7 +1,8 @@
 """Evaluation of a model on a split of files: predictions at each image's own size (the
 prediction pipeline), a confusion matrix, and bubbliiiing `utils_metrics.compute_mIoU`'s
 numbers: per-class IoU, recall (its "PA") and precision, their means over all classes
-(a class absent from both labels and predictions counts 0, as there), pixel accuracy."""
+(`miou_all_classes`: a class absent from both labels and predictions counts 0, as there),
+pixel accuracy; and training's mIoU over the classes present (`miou_present`)."""
 
 import json
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 
 from unet_jax.inference import palette
 from unet_jax.inference import prediction as predict_lib
+from unet_jax.train import metrics
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -26,7 +28,8 @@ def scores(cm: np.ndarray) -> dict:
     iou = tp / np.maximum(cm.sum(1) + cm.sum(0) - tp, 1)
     recall = tp / np.maximum(cm.sum(1), 1)
     precision = tp / np.maximum(cm.sum(0), 1)
-    return {"miou": float(np.mean(iou)), "mrecall": float(np.mean(recall)),
+    return {"miou_all_classes": float(np.mean(iou)), "miou_present": metrics.miou_present(cm),
+            "mrecall": float(np.mean(recall)),
             "mprecision": float(np.mean(precision)),
             "pixel_acc": float(tp.sum() / max(cm.sum(), 1)),
             "iou": iou.tolist(), "recall": recall.tolist(), "precision": precision.tolist(),
@@ -107,7 +110,7 @@ def iou_figure(result: dict, names: list[str]):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    n, iou, miou = len(names), 100 * np.asarray(result["iou"]), 100 * result["miou"]
+    n, iou, miou = len(names), 100 * np.asarray(result["iou"]), 100 * result["miou_all_classes"]
     labels = 0.06 * max(len(name) for name in names)
     fig, ax = plt.subplots(figsize=(max(4.5, (0.5 if n <= 40 else 0.18) * n + 1.5), 3.6 + labels),
                            layout="constrained")

@@ -8,9 +8,10 @@ import colorsys
 import numpy as np
 from PIL import Image
 
+from unet_jax.data.imageio import IGNORE_INDEX
+
 MIX_TYPES = {0: "the colours blended over the image (0.7)", 1: "the colours only",
              2: "the image where the class is not background"}
-IGNORE_INDEX = 255
 IGNORE_COLOUR = (224, 224, 192)  # VOC's colour 255: its object borders, ignored in training
 LEGEND_ALL = 32  # a legend lists every class up to this count, else the classes shown
 

@@ -17,7 +17,6 @@ import functools
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
@@ -27,7 +26,7 @@ from PIL import Image
 from unet_jax import compile_notice, presets, registry
 from unet_jax.data import imageio
 from unet_jax.inference.compiled import inference_jit
-from unet_jax.models import recorded
+from unet_jax.models import outputs, recorded
 
 BUCKET = 128  # canvas sides up to `tile` are padded to a multiple of this
 FITS = ("letterbox", "resize", "pad")
@@ -63,12 +62,7 @@ def _probabilities(preset_name: str, tta: bool):
     preset = presets.get(preset_name)
 
     def probs(model, x):
-        out = model(x)
-        out = out[-1] if isinstance(out, list) else out  # deep supervision: the last head
-        if out.shape[-1] == 1:  # one logit: sigmoid, as two class probabilities
-            p = jax.nn.sigmoid(out.astype(jnp.float32))
-            return jnp.concatenate([1 - p, p], -1)
-        return jax.nn.softmax(out.astype(jnp.float32), -1)
+        return outputs.probabilities(outputs.last_head(model(x)))
 
     @inference_jit
     def probabilities(model, images):

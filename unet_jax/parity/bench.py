@@ -113,7 +113,9 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
 
     import unet_jax
     from unet_jax import registry
+    from unet_jax.data.imageio import IGNORE_INDEX
     from unet_jax.inference.compiled import inference_jit
+    from unet_jax.models import outputs
     from unet_jax.parity import harness
     from unet_jax.train import losses
     from unet_jax.train import steps as train_steps
@@ -135,7 +137,7 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, h, w, channels)).astype(np.float32)
     y_shape = jax.eval_shape(model, jax.ShapeDtypeStruct(x.shape, jnp.float32))
-    y_shape = y_shape[-1] if isinstance(y_shape, list) else y_shape
+    y_shape = outputs.last_head(y_shape)
     n_out = y_shape.shape[-1]
     labels = rng.integers(0, max(n_out, 2), (batch, h, w)).astype(np.int32)
     loss_name = "bce" if n_out == 1 else "ce"
@@ -146,8 +148,7 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
 
     @inference_jit
     def infer(model, x):
-        out = model(x.astype(compute))
-        return out[-1] if isinstance(out, list) else out
+        return outputs.last_head(model(x.astype(compute)))
 
     xj = jnp.asarray(x)
     t0 = time.perf_counter()
@@ -185,10 +186,10 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     opt = torch.optim.SGD(torch_train_model.parameters(), lr=0.01, momentum=0.9)
 
     def torch_loss(out):
-        out = out[-1] if isinstance(out, list) else out
+        out = outputs.last_head(out)
         if n_out == 1:
             return torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0].float(), target.float())
-        return torch.nn.functional.cross_entropy(out.float(), target, ignore_index=255)
+        return torch.nn.functional.cross_entropy(out.float(), target, ignore_index=IGNORE_INDEX)
 
     def torch_infer(m=torch_model):
         with torch.no_grad(), torch.autocast(tdev.type, torch.bfloat16, enabled=amp):

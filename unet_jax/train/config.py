@@ -8,6 +8,7 @@ import re
 
 from unet_jax import presets
 from unet_jax.data import augment
+from unet_jax.data.imageio import IGNORE_INDEX
 from unet_jax.train import losses
 
 DEFAULT_ARCH, DEFAULT_CLASSES = "imgseg_unet", 4
@@ -43,7 +44,7 @@ class TrainConfig:
     freeze_backbone_epochs: int = 0  # keep the pretrained backbone / encoder fixed for these epochs
     loss: str = ""  # weighted sum of ce, bce, dice, focal, e.g. "ce+0.5*dice" ("": the arch's default)
     head_weights: tuple = ()  # deep supervision: weight per head (empty: mean of the heads)
-    ignore_index: int = 255  # mask value excluded from loss and metrics
+    ignore_index: int = IGNORE_INDEX  # mask value excluded from loss and metrics
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params, BN stats, loss stay f32)
     remat: bool = False  # recompute activations in the backward pass (saves memory)
     seed: int = 0  # model init, data order and synthetic data

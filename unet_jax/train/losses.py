@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from unet_jax.data.imageio import IGNORE_INDEX
+from unet_jax.models import outputs
+
 
 def center_crop_mask(mask: jax.Array, height: int, width: int) -> jax.Array:
     """The centre of `mask` at the logits' size: semseg_unet's valid convs and labml_unet on
@@ -19,14 +22,14 @@ def _valid(labels: jax.Array, ignore_index: int) -> tuple[jax.Array, jax.Array]:
     return valid, jnp.where(valid, labels, 0).astype(jnp.int32)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = IGNORE_INDEX) -> jax.Array:
     """torch `CrossEntropyLoss(ignore_index=...)`: the mean over non-ignored pixels."""
     valid, safe = _valid(labels, ignore_index)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
     return jnp.sum(losses * valid) / jnp.maximum(valid.sum(), 1)
 
 
-def binary_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255) -> jax.Array:
+def binary_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = IGNORE_INDEX) -> jax.Array:
     """torch `BCEWithLogitsLoss` for single-channel logits (B,H,W,1) and 0/1 masks."""
     valid, safe = _valid(labels, ignore_index)
     losses = optax.sigmoid_binary_cross_entropy(logits[..., 0].astype(jnp.float32),
@@ -36,17 +39,12 @@ def binary_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int
 
 def _probs_and_onehot(logits, labels, ignore_index):
     valid, safe = _valid(labels, ignore_index)
-    logits = logits.astype(jnp.float32)
-    if logits.shape[-1] == 1:  # binary: two-class probabilities from the sigmoid
-        p1 = jax.nn.sigmoid(logits[..., 0])
-        probs = jnp.stack([1 - p1, p1], axis=-1)
-    else:
-        probs = jax.nn.softmax(logits, axis=-1)
+    probs = outputs.probabilities(logits)
     onehot = jax.nn.one_hot(safe, probs.shape[-1])
     return probs * valid[..., None], onehot * valid[..., None]
 
 
-def dice(logits: jax.Array, labels: jax.Array, ignore_index: int = 255, eps: float = 1.0
+def dice(logits: jax.Array, labels: jax.Array, ignore_index: int = IGNORE_INDEX, eps: float = 1.0
          ) -> jax.Array:
     """Soft Dice loss, 1 - mean over classes of 2|P.Y| / (|P| + |Y|) on the whole batch."""
     probs, onehot = _probs_and_onehot(logits, labels, ignore_index)
@@ -55,7 +53,7 @@ def dice(logits: jax.Array, labels: jax.Array, ignore_index: int = 255, eps: flo
     return 1.0 - jnp.mean((2 * inter + eps) / (total + eps))
 
 
-def focal(logits: jax.Array, labels: jax.Array, ignore_index: int = 255, gamma: float = 2.0
+def focal(logits: jax.Array, labels: jax.Array, ignore_index: int = IGNORE_INDEX, gamma: float = 2.0
           ) -> jax.Array:
     """Focal loss (Lin et al.): cross-entropy weighted by (1 - p_true)^gamma."""
     probs, onehot = _probs_and_onehot(logits, labels, ignore_index)
@@ -79,12 +77,12 @@ def parse_loss(spec: str) -> dict[str, float]:
     return terms
 
 
-def segmentation_loss(outputs: jax.Array | list[jax.Array], labels: jax.Array,
-                      terms: dict[str, float], ignore_index: int = 255,
+def segmentation_loss(outs: jax.Array | list[jax.Array], labels: jax.Array,
+                      terms: dict[str, float], ignore_index: int = IGNORE_INDEX,
                       head_weights: tuple[float, ...] | None = None) -> jax.Array:
     """The weighted sum of `terms` on one output, or the (weighted) mean over the heads of
     deep supervision. Masks are centre-cropped to each output's size."""
-    heads = outputs if isinstance(outputs, list) else [outputs]
+    heads = outputs.heads(outs)
     weights = head_weights or (1.0,) * len(heads)
     if len(weights) != len(heads):
         raise ValueError(f"{len(heads)} outputs but {len(weights)} head weights")

@@ -9,15 +9,16 @@ from tqdm.auto import tqdm
 
 from unet_jax import atomic, presets
 from unet_jax.data import layouts
+from unet_jax.data.imageio import IGNORE_INDEX
 from unet_jax.inference import palette
 from unet_jax.inference.compiled import inference_jit
-from unet_jax.train import losses, metrics
+from unet_jax.models import outputs
+from unet_jax.train import losses
 
 
 @inference_jit
 def _last_head(model, images):
-    out = model(images)
-    return out[-1] if isinstance(out, list) else out
+    return outputs.last_head(model(images))
 
 
 def read_metrics(workdir: Path) -> list[dict]:
@@ -64,7 +65,7 @@ class Logger:
                                        if isinstance(v, float)})
         print(f"epoch {summary['epoch']:>3}  train loss {summary['train_loss']:.4f}  "
               f"val loss {summary['val_loss']:.4f}  pixel acc {summary['pixel_acc']:.3f}  "
-              f"mIoU {summary['miou']:.3f}  mDice {summary['mdice']:.3f}", flush=True)
+              f"mIoU(present) {summary['miou']:.3f}  mDice {summary['mdice']:.3f}", flush=True)
 
     def close(self) -> None:
         if self.writer:
@@ -94,7 +95,7 @@ class Logger:
         images = np.stack([s[0] for s in samples])
         x = presets.get(cfg.preprocess or "unit").normalize(jnp.asarray(images))
         logits = _last_head(model, x)
-        pred = np.asarray(metrics.predictions(logits))
+        pred = np.asarray(outputs.classes(logits))
         truth = np.asarray(losses.center_crop_mask(np.stack([s[1] for s in samples]),
                                                    pred.shape[1], pred.shape[2]))
         names = palette.class_names(max(cfg.num_classes, 2), layout=layout_of(cfg.data))
@@ -112,28 +113,28 @@ def layout_of(data: str) -> str | None:
     return layouts.from_spec(data).name if kind == "folder" else None
 
 
-def predictions_figure(images, truth, pred, names: list[str], ignore_index: int = 255):
+def predictions_figure(images, truth, pred, names: list[str], ignore_index: int = IGNORE_INDEX):
     """A matplotlib figure: per sample the input, ground truth and prediction in the class
     palette (`unet_jax.palette`), the prediction's pixel accuracy, a legend of the classes."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     cmap, vmin, vmax = palette.colormap(len(names))
-    truth = np.where(truth == ignore_index, palette.IGNORE_INDEX, truth)
+    truth = np.where(truth == ignore_index, IGNORE_INDEX, truth)
     fig, axes = plt.subplots(len(images), 3, figsize=(7.5, 0.8 + 2.3 * len(images)),
                              squeeze=False, layout="constrained")
     for row, image, t, p in zip(axes, images, truth, pred):
         row[0].imshow(image[..., :3] if image.shape[-1] >= 3 else image[..., 0], cmap="gray")
         row[1].imshow(t, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         row[2].imshow(p, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-        valid = t != palette.IGNORE_INDEX
+        valid = t != IGNORE_INDEX
         accuracy = (p == t)[valid].mean() if valid.any() else float("nan")
         for ax, title in zip(row, ("input", "ground truth",
                                    f"prediction ({100 * accuracy:.1f}% of pixels right)")):
             ax.set_title(title, fontsize=9)
             ax.axis("off")
     present = np.union1d(np.unique(truth), np.unique(pred))
-    entries = palette.legend_entries(names, present, ignore=bool((truth == palette.IGNORE_INDEX).any()))
+    entries = palette.legend_entries(names, present, ignore=bool((truth == IGNORE_INDEX).any()))
     fig.legend(handles=palette.legend_handles(entries), loc="outside lower center", fontsize=8,
                ncols=min(len(entries), 4), frameon=False)
     return fig

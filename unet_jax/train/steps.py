@@ -9,6 +9,7 @@ from flax import nnx
 from unet_jax import presets
 from unet_jax.data.pipeline import padded_batches
 from unet_jax.inference.compiled import inference_jit
+from unet_jax.models import outputs
 from unet_jax.train import faults, losses, metrics
 from unet_jax.train.config import TrainConfig
 from unet_jax.train.setup import global_batch, to_host
@@ -68,9 +69,9 @@ def step_functions(cfg: TrainConfig):
     def eval_step(model, images, labels):
         out = forward(model, images, dtype, False, preset)
         loss = losses.segmentation_loss(out, labels, terms, cfg.ignore_index, head_weights)
-        logits = (out[-1] if isinstance(out, list) else out).astype(jnp.float32)
+        logits = outputs.last_head(out).astype(jnp.float32)
         target = losses.center_crop_mask(labels, logits.shape[1], logits.shape[2])
-        cm = metrics.confusion_matrix(metrics.predictions(logits), target, n_classes,
+        cm = metrics.confusion_matrix(outputs.classes(logits), target, n_classes,
                                       cfg.ignore_index)
         return loss, cm
 
