@@ -13,10 +13,9 @@ from unet_jax import registry
 from unet_jax.cli import main
 from unet_jax.data import datasets as data
 from unet_jax.inference import evaluation as evaluate
-from unet_jax.inference import palette, prediction
+from unet_jax.inference import metrics, palette, prediction
 from unet_jax.models import recorded
 from unet_jax.parity import harness, pipelines
-from unet_jax.train import metrics
 
 
 def _photo(h, w, seed=0):

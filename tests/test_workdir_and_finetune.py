@@ -12,9 +12,9 @@ import torch
 import unet_jax
 from unet_jax import presets, registry, train
 from unet_jax.convert.api import to_torch_state_dict
+from unet_jax.inference import metrics
 from unet_jax.models import outputs, recorded
 from unet_jax.parity import harness
-from unet_jax.train import metrics
 from unet_jax.train.model import make_model, resolve
 
 TINY = dict(arch="imgseg_unet", model={"base_width": 4}, num_classes=3, image_size=32,

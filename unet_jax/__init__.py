@@ -3,10 +3,15 @@
 from unet_jax import models  # noqa: F401  (registers the archs)
 from unet_jax.checkpoints.saved import ModelSourceError, save
 from unet_jax.checkpoints.sources import load
-from unet_jax.convert.api import CheckpointError, ConversionError, load_torch, to_torch_state_dict
+from unet_jax.convert.api import (
+                                  CheckpointError,
+                                  ConversionError,
+                                  create_model,
+                                  load_torch,
+                                  to_torch_state_dict,
+)
 from unet_jax.convert.smp_hub import save_pretrained
 from unet_jax.inference.prediction import predict
-from unet_jax.models.build import create_model
 from unet_jax.registry import list_models
 
 __all__ = ["CheckpointError", "ConversionError", "ModelSourceError", "create_model", "list_models", "load",

@@ -8,6 +8,8 @@ the bench, which times compilation, nor by importing the library) in `DEFAULT_DI
 
 import os
 
+import jax
+
 ENV = "UNET_JAX_COMPILATION_CACHE"
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "unet_jax", "xla")
 
@@ -16,6 +18,4 @@ def enable() -> None:
     """Point JAX's persistent cache at the configured directory, unless it is empty."""
     path = os.environ.get(ENV, DEFAULT_DIR)
     if path:
-        import jax  # not at module import: the CLI sets host memory up before JAX starts
-
         jax.config.update("jax_compilation_cache_dir", path)

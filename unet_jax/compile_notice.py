@@ -7,6 +7,7 @@ import sys
 import time
 
 import jax
+from tqdm import tqdm
 
 ENABLED = False
 
@@ -26,7 +27,6 @@ class Announced:
             self.seen.add(key)
             return self.fn(*args)
         self.seen.add(key)
-        from tqdm import tqdm
         shape = next(("x".join(map(str, a.shape)) for a in args if hasattr(a, "shape")), "")
         with tqdm.external_write_mode(file=sys.stdout, nolock=True):
             print(f"compiling {self.what}" + (f" for {shape} {self.unit}" if shape else "")

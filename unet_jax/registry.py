@@ -62,7 +62,7 @@ class Arch:
     name: str
     model: Callable[..., nnx.Module]  # model(**asdict(config), rngs=...)
     config: type  # frozen dataclass of the upstream constructor arguments
-    key_map: Callable[[Any], list]  # config -> rules (unet_jax.convert.keymap.Rule)
+    key_map: Callable[[Any], list]  # config -> rules (unet_jax.models.keymap.Rule)
     infer: Callable[[KeyShapes], Any]  # checkpoint shapes -> config, or None if not this arch
     uniform: Mapping[str, str]  # {"num_classes": upstream name, "in_channels": upstream name}
     source: str  # one line: upstream repository and class

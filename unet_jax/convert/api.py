@@ -11,13 +11,14 @@ from flax import nnx
 
 from unet_jax import registry
 from unet_jax.convert import recognize, smp_hub
+from unet_jax.convert.backbones import load_backbone
 from unet_jax.convert.engine import ConversionError, load_into
 from unet_jax.convert.export import to_torch_state_dict
 from unet_jax.convert.io import CheckpointError, read_state_dict
 from unet_jax.models import recorded
 from unet_jax.models.build import build
 
-__all__ = ["CheckpointError", "ConversionError", "NotPortedError", "infer_arch", "load_torch",
+__all__ = ["CheckpointError", "ConversionError", "NotPortedError", "create_model", "infer_arch", "load_torch",
            "load_torch_with_report", "to_torch_state_dict"]
 
 
@@ -139,3 +140,17 @@ def load_torch(source: str | os.PathLike | Mapping, arch: str | None = None, *,
     lists every missing, unexpected and mis-shaped key. `dtype` casts floating parameters.
     """
     return load_torch_with_report(source, arch, strict=strict, dtype=dtype, **config)[0]
+
+
+def create_model(name: str, *, seed: int = 0, backbone_weights=None, **kwargs) -> nnx.Module:
+    """A freshly initialised model, in training mode like a new torch module.
+
+    `kwargs` are the upstream constructor arguments, or the uniform `num_classes` /
+    `in_channels`. `backbone_weights`: a torchvision ImageNet file for the encoder of an
+    arch with a pretrained backbone (vgg16_unet, resnet50_unet, smp_unet,
+    smp_unetplusplus; see `unet_jax.convert.backbones.load_backbone`).
+    """
+    model = build(registry.make_config(name, **kwargs), seed=seed)
+    if backbone_weights is not None:
+        load_backbone(model, backbone_weights)
+    return model

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from unet_jax.convert.keymap import Rule
+from unet_jax.models.keymap import Rule
 
 
 class ConversionError(ValueError):

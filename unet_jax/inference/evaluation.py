@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from unet_jax.inference import palette
+from unet_jax.inference import metrics, palette
 from unet_jax.inference import prediction as predict_lib
-from unet_jax.train import metrics
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -39,18 +39,16 @@ def scores(cm: np.ndarray) -> dict:
 def evaluate(model, dataset, options: predict_lib.Options | None = None,
              chunk: int = 8, progress: bool = False) -> dict:
     """Scores of `model` on a `data.FileDataset`'s samples at their own sizes."""
-    from tqdm import tqdm
     predictor = predict_lib.Predictor(model, options or predict_lib.Options())
     n = predictor.classes
     cm = np.zeros((n, n), np.int64)
-    bar = tqdm(total=len(dataset), unit="img", disable=not progress)
-    for first in range(0, len(dataset), chunk):
-        samples = [dataset.read(i) for i in range(first, min(first + chunk, len(dataset)))]
-        probabilities = predictor.probabilities([image for image, _ in samples])
-        for (_, mask), p in zip(samples, probabilities):
-            cm += confusion(mask, predict_lib.masks(p), n)
-        bar.update(len(samples))
-    bar.close()
+    with tqdm(total=len(dataset), unit="img", disable=not progress) as bar:  # closed on errors too
+        for first in range(0, len(dataset), chunk):
+            samples = [dataset.read(i) for i in range(first, min(first + chunk, len(dataset)))]
+            probabilities = predictor.probabilities([image for image, _ in samples])
+            for (_, mask), p in zip(samples, probabilities):
+                cm += confusion(mask, predict_lib.masks(p), n)
+            bar.update(len(samples))
     return {**scores(cm), "confusion": cm.tolist(), "images": len(dataset),
             "preprocess": predictor.preset.name, "fit": predictor.fit}
 

@@ -3,7 +3,7 @@
 import jax
 from flax import nnx
 
-from unet_jax.convert.keymap import Rule, bn, conv
+from unet_jax.models.keymap import Rule, bn, conv
 from unet_jax.nn import BatchNorm, Conv2d
 
 

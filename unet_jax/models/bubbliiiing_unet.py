@@ -15,9 +15,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert.keymap import conv
 from unet_jax.models.backbones import resnet, vgg
 from unet_jax.models.blocks import DoubleConv, double_conv_rules
+from unet_jax.models.keymap import conv
 from unet_jax.nn import (
     Conv2d,
     check_input,

@@ -1,4 +1,5 @@
-"""Building models from configs: `build` (fresh, seeded) and the public `create_model`."""
+"""Building a model from its config, freshly initialised and seeded (`unet_jax.create_model`
+adds pretrained encoder weights)."""
 
 import dataclasses
 
@@ -6,7 +7,6 @@ import jax
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert.backbones import load_backbone
 from unet_jax.kernels import cpu
 from unet_jax.kernels.cpu.compiler import INIT_OPTIONS
 
@@ -28,17 +28,3 @@ def build(config, *, seed: int = 0) -> nnx.Module:
             raise
         return make()
     return nnx.merge(graphdef, state)
-
-
-def create_model(name: str, *, seed: int = 0, backbone_weights=None, **kwargs) -> nnx.Module:
-    """A freshly initialised model, in training mode like a new torch module.
-
-    `kwargs` are the upstream constructor arguments, or the uniform `num_classes` /
-    `in_channels`. `backbone_weights`: a torchvision ImageNet file for the encoder of an
-    arch with a pretrained backbone (vgg16_unet, resnet50_unet, smp_unet,
-    smp_unetplusplus; see `unet_jax.convert.backbones.load_backbone`).
-    """
-    model = build(registry.make_config(name, **kwargs), seed=seed)
-    if backbone_weights is not None:
-        load_backbone(model, backbone_weights)
-    return model

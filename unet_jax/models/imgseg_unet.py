@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert.keymap import bn, conv
 from unet_jax.models.blocks import ConvBNReLU, DoubleConv, double_conv_rules
+from unet_jax.models.keymap import bn, conv
 from unet_jax.nn import Conv2d, check_input, gate, max_pool2, require_same_size, upsample_nearest2
 
 VALID_SIZES = "{arch} takes H and W that are multiples of 16; the output has the input size."

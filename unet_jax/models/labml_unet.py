@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert.keymap import conv, conv_t
 from unet_jax.models.blocks import DoubleConv, double_conv_rules
+from unet_jax.models.keymap import conv, conv_t
 from unet_jax.nn import Conv2d, ConvTranspose2d, center_crop, check_input, max_pool2
 
 # The seed's copy of the code names the bottleneck `middel_conv`; checkpoints carry it.

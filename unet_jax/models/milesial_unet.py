@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert.keymap import conv, conv_t
 from unet_jax.models.blocks import DoubleConv, double_conv_rules
+from unet_jax.models.keymap import conv, conv_t
 from unet_jax.nn import Conv2d, ConvTranspose2d, check_input, max_pool2, pad_to, upsample_bilinear2
 
 

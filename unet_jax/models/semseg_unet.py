@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert.keymap import conv, conv_t
 from unet_jax.models.blocks import DoubleConv, double_conv_rules
+from unet_jax.models.keymap import conv, conv_t
 from unet_jax.nn import Conv2d, ConvTranspose2d, check_input, crop_like_semseg, max_pool2
 
 VALID_SIZES = ("semseg_unet takes H and W of the form 188 + 16k (188, 204, ..., 572, ...); "

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert.keymap import Rule, bn, conv
 from unet_jax.models.backbones import resnet
+from unet_jax.models.keymap import Rule, bn, conv
 from unet_jax.nn import BatchNorm, Conv2d, check_divisible, check_input, gate, resize_nearest
 
 ENCODERS = tuple(resnet.BLOCKS)

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert.keymap import bn, conv, conv_t
 from unet_jax.models.blocks import DoubleConv, double_conv_rules
+from unet_jax.models.keymap import bn, conv, conv_t
 from unet_jax.nn import (
     BatchNorm,
     Conv2d,

@@ -7,8 +7,8 @@ from flax import nnx
 
 from unet_jax import registry
 from unet_jax.checkpoints.sources import open_model
+from unet_jax.convert.api import create_model
 from unet_jax.models import recorded
-from unet_jax.models.build import create_model
 from unet_jax.train.config import DEFAULT_ARCH, DEFAULT_CLASSES, TrainConfig
 from unet_jax.train.finetune import adapt, adaptable_names
 

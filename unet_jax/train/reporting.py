@@ -4,6 +4,7 @@ no TensorFlow), and at the end PNGs of the curves and of input / truth / predict
 import json
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -72,7 +73,6 @@ class Logger:
             self.writer.close()
 
     def pictures(self, model, dataset, cfg, count: int = 4) -> None:
-        import jax.numpy as jnp
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

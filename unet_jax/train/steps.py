@@ -8,9 +8,10 @@ from flax import nnx
 
 from unet_jax import presets
 from unet_jax.data.pipeline import padded_batches
+from unet_jax.inference import metrics
 from unet_jax.inference.compiled import inference_jit
 from unet_jax.models import outputs
-from unet_jax.train import faults, losses, metrics
+from unet_jax.train import faults, losses
 from unet_jax.train.config import TrainConfig
 from unet_jax.train.setup import global_batch, to_host
 

@@ -6,7 +6,7 @@ pool (`MaxPool2d(3, 2, padding=1)`) for smp's resnet18 / 34 / 50 encoders."""
 import jax
 from flax import nnx
 
-from unet_jax.convert.keymap import bn, conv
+from unet_jax.models.keymap import bn, conv
 from unet_jax.nn import BatchNorm, Conv2d, max_pool3_s2_ceil, max_pool3_s2_pad1
 
 PLANES = (64, 128, 256, 512)

@@ -4,7 +4,7 @@ nets/vgg.py: five feature taps, the last max-pool never run."""
 import jax
 from flax import nnx
 
-from unet_jax.convert.keymap import conv
+from unet_jax.models.keymap import conv
 from unet_jax.nn import Conv2d, max_pool2
 
 # (index in `features`, in, out) of the 13 convs; the max-pools sit at 4, 9, 16, 23, 30.
