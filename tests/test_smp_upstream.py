@@ -1,8 +1,8 @@
 """smp_unet / smp_unetplusplus against the real segmentation-models-pytorch (and our torch
-transcription, parity/references/smp.py, against it on the same weights).
+transcription, unet_jax/parity/references/smp.py, against it on the same weights).
 
 Each case builds the model with smp itself, puts its weights far from any default init
-(parity.upstream.randomize: He-scaled convs, random conv biases, signed BatchNorm affine and
+(harness.randomize_weights(moderate=True): He-scaled convs, random conv biases, signed BatchNorm affine and
 random running statistics), loads the state_dict (or a `save_pretrained` folder) with
 `unet_jax.load_torch`, the config read off the keys, and compares outputs as
 max|diff| / max(1, max|smp|): float64 within 1e-10, float32 within 1e-4. The matrix covers
@@ -71,7 +71,7 @@ def smp_model(cls: str, seed: int = 0, **kwargs) -> torch.nn.Module:
         # decoder_use_batchnorm's deprecation; scSE on < 16 channels has a zero-width conv
         warnings.simplefilter("ignore")
         model = getattr(smp, cls)(encoder_weights=None, **kwargs)
-    upstream.randomize(model, seed)
+    harness.randomize_weights(model, seed, moderate=True)
     return model.eval()
 
 

@@ -50,16 +50,22 @@ def randomize_batchnorm(module: torch.nn.Module, seed: int = 0) -> None:
                 m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (), generator=g)))
 
 
-def randomize_weights(module: torch.nn.Module, seed: int = 0) -> None:
+def randomize_weights(module: torch.nn.Module, seed: int = 0, *, moderate: bool = False) -> None:
     """Every weight far from torch's default init, so a mixed-up tensor, a dropped term or a
     computation in too low a precision shows beyond the fp64 tolerance: conv and transposed
-    conv weights He-scaled (std sqrt(2 / fan_in)), their biases ~ N(0, 0.5^2), BatchNorm
+    conv weights He-scaled (std sqrt(2 / fan_in)), their biases ~ N(0, 0.5^2); BatchNorm
     weights ~ N(0, 1) (signed), biases ~ N(0, 0.5^2), running means ~ N(0, 1), running
-    variances ~ U(0.2, 2.2)."""
+    variances ~ U(0.2, 2.2). `moderate` BatchNorms (weights of random sign and magnitude
+    U(0.5, 1.5), means ~ N(0, 0.5^2), variances ~ U(0.5, 2)) keep deep nets well enough
+    conditioned for float32 comparisons too: with the wide ranges torch's own float32 output
+    strays from its float64 one by ~1e-4 on deep ResNets."""
     g = torch.Generator().manual_seed(seed)
 
     def normal(t: torch.Tensor, std: float) -> None:
         t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype) * std)
+
+    def uniform(t: torch.Tensor, low: float, high: float) -> None:
+        t.copy_(torch.rand(t.shape, generator=g, dtype=t.dtype) * (high - low) + low)
 
     with torch.no_grad():
         for m in module.modules():
@@ -71,11 +77,14 @@ def randomize_weights(module: torch.nn.Module, seed: int = 0) -> None:
                 if m.bias is not None:
                     normal(m.bias, 0.5)
             elif isinstance(m, torch.nn.BatchNorm2d):
-                normal(m.weight, 1.0)
+                if moderate:
+                    uniform(m.weight, 0.5, 1.5)
+                    m.weight.mul_(torch.randint(0, 2, m.weight.shape, generator=g) * 2 - 1)
+                else:
+                    normal(m.weight, 1.0)
                 normal(m.bias, 0.5)
-                normal(m.running_mean, 1.0)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=m.running_var.dtype)
-                                    * 2 + 0.2)
+                normal(m.running_mean, 0.5 if moderate else 1.0)
+                uniform(m.running_var, *((0.5, 2.0) if moderate else (0.2, 2.2)))
                 m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (), generator=g)))
 
 

@@ -35,33 +35,3 @@ def import_smp():
             raise
     _declare_torchvision_ops()
     return importlib.import_module("segmentation_models_pytorch")
-
-
-def randomize(module, seed: int = 0) -> None:
-    """Weights far from any default init, so a mixed-up tensor or a dropped term shows:
-    He-scaled conv weights (std sqrt(2 / fan_in)), conv biases ~ N(0, 0.5^2); BatchNorm
-    weights of random sign and magnitude U(0.5, 1.5), biases ~ N(0, 0.5^2), running means
-    ~ N(0, 0.5^2), running variances ~ U(0.5, 2). (Wider BatchNorm ranges make deep float32
-    outputs ill-conditioned: torch's own float32 then strays from float64 by ~1e-4.)"""
-    import torch
-    g = torch.Generator().manual_seed(seed)
-
-    def normal(t, std):
-        t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype) * std)
-
-    def uniform(t, low, high):
-        t.copy_(torch.rand(t.shape, generator=g, dtype=t.dtype) * (high - low) + low)
-
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                normal(m.weight, (2 / max(1, m.weight.shape[1:].numel())) ** 0.5)
-                if m.bias is not None:
-                    normal(m.bias, 0.5)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                uniform(m.weight, 0.5, 1.5)
-                m.weight.mul_(torch.randint(0, 2, m.weight.shape, generator=g) * 2 - 1)
-                normal(m.bias, 0.5)
-                normal(m.running_mean, 0.5)
-                uniform(m.running_var, 0.5, 2.0)
-                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (), generator=g)))
