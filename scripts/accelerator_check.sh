@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command accelerator check on a GPU machine (README, "Accelerator check"): parity of every
+# One-command accelerator check on a GPU machine (docs/accelerators.md): parity of every
 # arch, the bench in bf16 (vs torch AMP eager and torch.compile) and fp32, 60 s of the real
 # training loop; writes accelerator_check.json / .md to ${OUT:-accelerator_check}.
 # Where only the GPU image's packages exist, the missing ones travel as wheels in .whl/.

@@ -1,5 +1,5 @@
 """Application-level parity: `unet_jax.predict` against the upstreams' own prediction
-pipelines run in torch (`parity/pipelines.py`) on the same seeded weights, upstream widths,
+pipelines run in torch (`unet_jax/parity/pipelines.py`) on the same seeded weights, upstream widths,
 non-square pictures. Prints the share of equal mask pixels per arch and picture.
 
 python scripts/app_parity.py [--size 512] [--photos 3]

@@ -23,7 +23,7 @@ import numpy as np
 
 from unet_jax.kernels.cpu import host_memory
 
-# Measured per op class on XLA:CPU (see README, "Benchmarks"); empty means XLA's defaults.
+# Measured per op class on XLA:CPU (see docs/cpu-kernels.md); empty means XLA's defaults.
 DEFAULT_XLA_FLAGS = ""
 # Dense tensor-core peaks (TFLOP/s) from NVIDIA's datasheets, for model FLOP utilisation:
 # fp32 runs on TF32 tensor cores in both frameworks (XLA's default precision, torch's

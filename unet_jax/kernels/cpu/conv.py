@@ -2,7 +2,7 @@
 few-channel stems, Winograd for 3x3 convs; `choose` picks one per layer shape (`POLICY`).
 
 XLA:CPU's own kernel-gradient convolution is several times slower than these GEMMs, and its
-small-channel convolutions slower than fused products (README, "CPU kernels")."""
+small-channel convolutions slower than fused products (docs/cpu-kernels.md)."""
 
 import functools
 

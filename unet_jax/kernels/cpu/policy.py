@@ -1,5 +1,5 @@
 """When each CPU algorithm is used: one policy object, thresholds measured on XLA:CPU per
-layer shape against XLA's own convolution (README, "CPU kernels")."""
+layer shape against XLA's own convolution (docs/cpu-kernels.md)."""
 
 import dataclasses
 

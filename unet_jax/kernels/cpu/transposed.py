@@ -1,7 +1,7 @@
 """CPU transposed convolutions: non-overlapping taps as one GEMM, overlapping kernels that
 are multiples of the stride as one small conv per output phase (Winograd F(2x2, 2x2) for
 twice the stride), kernel gradients as one GEMM per tap. XLA:CPU's dilated convolution
-multiplies stride**2 times as many zeros (README, "CPU kernels")."""
+multiplies stride**2 times as many zeros (docs/cpu-kernels.md)."""
 
 import functools
 
