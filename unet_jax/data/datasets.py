@@ -11,9 +11,10 @@ import colorsys
 import concurrent.futures
 import dataclasses
 import functools
+import logging
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -190,24 +191,84 @@ class SkippingBadSamples:
 
 @dataclasses.dataclass(frozen=True)
 class TFDS:
-    """A tensorflow-datasets split with `image` and `segmentation_mask` features
-    (e.g. oxford_iiit_pet: masks 1..3 become 0..2 with `label_offset=-1`)."""
+    """One split of a tensorflow-datasets dataset with `image` and `segmentation_mask`
+    features, read with `tfds.data_source` from a prepared `data_dir` ("": tfds's default)
+    in a random-access format (array_record), fitted to (height, width) by `fit`.
 
-    name: str
-    split: str
+    Stored mask values become class ids by adding `label_offset` (None: the `MASK_OFFSETS`
+    entry of the dataset, else 0); `ignore_index` stays as it is. Values that are then not
+    classes 0..num_classes-1 raise, or with `out_of_range="ignore"` become the ignore index."""
+
+    # How known datasets' stored masks become class ids (the only place such mappings live).
+    MASK_OFFSETS: ClassVar[dict[str, int]] = {
+        # trimaps 1 pet, 2 background, 3 border -> 0 pet, 1 background, 2 border (3 classes),
+        # the `mask - 1` of the TensorFlow tutorial, common with torchvision's OxfordIIITPet
+        "oxford_iiit_pet": -1,
+    }
+
+    name: str  # as tfds spells it: NAME, NAME/CONFIG, NAME:VERSION
+    split: str  # as tfds spells it: train, test, train[:90%]
     num_classes: int
     height: int = 128
     width: int = 128
-    label_offset: int = 0
+    channels: int = 3
+    data_dir: str = ""
+    label_offset: int | None = None
+    fit: str = "resize"
+    out_of_range: str = "error"
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"tfds:{self.name}: images can be read for models of 1 or 3 input "
+                             f"channels, not {self.channels}")
+        if self.out_of_range not in ("error", "ignore"):
+            raise ValueError(f"out_of_range must be error or ignore, got {self.out_of_range!r}")
+
+    @property
+    def offset(self) -> int:
+        """What is added to stored mask values (`label_offset`, else the dataset's entry)."""
+        if self.label_offset is not None:
+            return self.label_offset
+        return self.MASK_OFFSETS.get(self.name.split(":")[0].split("/")[0], 0)
 
     @functools.cached_property
     def source(self):
+        """The split's random-access source; a ValueError saying how to prepare it if the
+        dataset is not prepared in `data_dir` (nothing is downloaded here)."""
         try:
             import tensorflow_datasets as tfds
-        except ImportError as e:
-            raise ImportError("the tfds source needs tensorflow-datasets: "
-                              "pip install tensorflow-datasets (or the tfds extra)") from e
-        return tfds.data_source(self.name, split=self.split)
+        except ImportError:
+            raise ValueError(f"tfds:{self.name} needs tensorflow-datasets: pip install "
+                             "'unet-jax[tfds]' (or pip install tensorflow-datasets)") from None
+        data_dir = self.data_dir or None
+        absl_logger = logging.getLogger("absl")  # quiet: "Variant folder ... has no dataset_info"
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)
+        try:
+            builder = tfds.builder(self.name, data_dir=data_dir)
+            root, prepared = str(builder.data_dir_root), builder.is_prepared()
+        except tfds.core.registered.DatasetNotFoundError:
+            builder, root, prepared = None, self.data_dir or tfds.core.constants.DATA_DIR, False
+        finally:
+            absl_logger.setLevel(level)
+        if not prepared:
+            raise ValueError(
+                f"tfds:{self.name} is not prepared in {root}: prepare it with `tfds build "
+                f"{self.name} --data_dir {root} --file_format array_record` or `tfds.builder("
+                f"{self.name!r}, data_dir={root!r}, file_format='array_record')"
+                f".download_and_prepare()`, or point {option('tfds_data_dir', 'DIR')} at the "
+                "data_dir it is prepared in")
+        try:
+            return tfds.data_source(self.name, split=self.split, data_dir=data_dir, download=False)
+        except NotImplementedError:  # prepared in a format without random access (tfrecord)
+            raise ValueError(
+                f"tfds:{self.name} in {root} is stored as {builder.info.file_format.value}, which "
+                f"cannot be read by index: prepare it again with --file_format array_record "
+                f"(`tfds build {self.name} --data_dir DIR --file_format array_record`) in "
+                "another data_dir") from None
+        except ValueError as e:  # e.g. an unknown split
+            raise ValueError(f"tfds:{self.name}: {e}") from None
 
     def __len__(self) -> int:
         return len(self.source)
@@ -215,8 +276,29 @@ class TFDS:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         from PIL import Image
         item = self.source[index]
-        size = (self.width, self.height)
-        image = Image.fromarray(item["image"]).convert("RGB").resize(size, Image.BILINEAR)
-        mask = Image.fromarray(item["segmentation_mask"][..., 0]).resize(size, Image.NEAREST)
-        mask = np.asarray(mask, np.int64) + self.label_offset
-        return np.asarray(image, np.uint8), mask.astype(np.uint8)
+        image = np.asarray(item["image"])
+        image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        image = np.asarray(image.convert("RGB" if self.channels == 3 else "L"), np.uint8)
+        image = image.reshape(*image.shape[:2], self.channels)
+        stored = np.asarray(item["segmentation_mask"], np.int64)
+        if stored.shape[:2] != image.shape[:2]:
+            raise ValueError(f"tfds:{self.name} {self.split} sample {index}: the image is "
+                             f"{image.shape[1]}x{image.shape[0]} but its mask "
+                             f"{stored.shape[1]}x{stored.shape[0]} (W x H)")
+        stored = stored.reshape(image.shape[:2])
+        mask = np.where(stored == self.ignore_index, stored, stored + self.offset)
+        bad = ((mask < 0) | (mask >= self.num_classes)) & (mask != self.ignore_index)
+        if bad.any():
+            if self.out_of_range == "error":
+                values = np.unique(mask[bad])
+                classes = int(values.max()) + 1
+                shifted = f" (stored values {self.offset:+d})" if self.offset else ""
+                raise ValueError(
+                    f"tfds:{self.name} {self.split} sample {index}: mask values{shifted} "
+                    f"{values[:8].tolist()} are neither classes 0..{self.num_classes - 1}"
+                    f" nor the ignore index {self.ignore_index}: map them to the ignore index "
+                    f"with {option('out_of_range', 'ignore')}, or train {classes} classes with "
+                    f"{option('num_classes', classes)}")
+            mask = np.where(bad, self.ignore_index, mask)
+        return imageio.fit(image, mask.astype(np.uint8), (self.height, self.width), self.fit,
+                           mask_fill=self.ignore_index)

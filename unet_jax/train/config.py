@@ -21,7 +21,8 @@ class TrainConfig:
     num_classes: int = 0  # classes incl. background (1 channel for "bce"); 0: init_from's, else 4
     init_from: str = ""  # torch checkpoint, saved model or training workdir to start from (fine-tune)
     backbone_weights: str = ""  # torchvision ImageNet file for the encoder (vgg16/resnet50_unet, smp archs)
-    data: str = "synthetic"  # synthetic | folder:PATH (layout detected) | LAYOUT:PATH | tfds:NAME
+    data: str = "synthetic"  # synthetic | folder:PATH (layout detected) | LAYOUT:PATH | tfds:NAME[:TRAIN:VAL]
+    tfds_data_dir: str = ""  # tfds:NAME only: the prepared data_dir ("": tfds's default)
     image_size: int = 0  # training images are image_size x image_size (0: the arch's default)
     augment: str = ""  # ops joined by + or a preset (unet_jax.augment), e.g. scale(0.5,2)+crop+hflip+hsv
     preprocess: str = ""  # input preset ("": init_from's recorded one, else the arch's upstream one)
