@@ -14,12 +14,13 @@ from conftest import random_input
 from flax import nnx
 
 import unet_jax
-from unet_jax import losses, nn, ops, registry
+from unet_jax import nn, ops, registry
 from unet_jax.kernels import cpu
 from unet_jax.kernels.cpu import conv as cpu_conv
 from unet_jax.kernels.cpu import policy, winograd
 from unet_jax.nn import norm
 from unet_jax.parity import harness
+from unet_jax.train import losses
 
 
 @pytest.fixture(params=["cpu kernels", "plain ops"])

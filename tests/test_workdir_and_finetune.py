@@ -1,6 +1,7 @@
 """A training run is a model source (load, export, parity, init_from); fine-tuning to other
 classes or channels re-initialises exactly the layers that change; start-up checks."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -116,7 +117,7 @@ def test_finetune_a_21_class_torch_file_to_4_classes_and_1_channel(tmp_path):
     for k in kept:
         np.testing.assert_array_equal(new[k], old[k].numpy(), err_msg=k)
     with pytest.raises(ValueError, match="nearest_upsampling: False there, True here"):
-        make_model(train.dataclasses.replace(cfg, model={"nearest_upsampling": True}), source)
+        make_model(dataclasses.replace(cfg, model={"nearest_upsampling": True}), source)
 
 
 def test_start_up_checks_find_every_problem_before_the_first_step(tmp_path):

@@ -45,7 +45,7 @@ def make_datasets(cfg: TrainConfig, channels: int = 3) -> tuple[data_lib.Dataset
 
 
 def tfds_spec(arg: str) -> tuple[str, str, str]:
-    """(name, train split, val split) of the NAME[:VERSION][:TRAIN_SPLIT[:VAL_SPLIT]] after
+    """(name, train split, val split) of the `NAME[:VERSION][:TRAIN_SPLIT[:VAL_SPLIT]]` after
     `tfds:`, names and splits as tfds spells them (`oxford_iiit_pet:4.*.*`, `train[:90%]`);
     the splits default to train and test."""
     name, *splits = re.split(r":(?![^\[]*\])", arg)  # not the colons of slices: train[:90%]
