@@ -71,6 +71,7 @@ class Arch:
     sizes: SizeRule = SizeRule()  # the input sizes it takes
     preprocess: str = "unit"  # the upstream's preprocessing preset (unet_jax.presets)
     backbone: "Backbone | None" = None  # the pretrained encoder ImageNet weights fill, if any
+    listed: bool = True  # False: built from a torch module (import_torch), not by name
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -116,8 +117,8 @@ def all_archs() -> list[Arch]:
 
 
 def list_models() -> list[str]:
-    """The registered arch names, sorted."""
-    return sorted(_ARCHS)
+    """The names of the archs built by name (not `imported`), sorted."""
+    return sorted(name for name, arch in _ARCHS.items() if arch.listed)
 
 
 def make_config(name: str, **kwargs):

@@ -62,7 +62,9 @@ def load_into(make_model: Callable[[], nnx.Module], rules: list[Rule],
     "skipped"} of torch keys.
     """
     graphdef, abstract = nnx.split(nnx.eval_shape(make_model))
-    leaves = {_dotted(p): v for p, v in abstract.flat_state()}
+    # weights and statistics come from the checkpoint; other variables (an imported net's
+    # constants, dropout key) keep the model's values
+    leaves = {_dotted(p): v for p, v in abstract.flat_state() if isinstance(v, nnx.Param | nnx.BatchStat)}
     ignore_res = [re.compile(p) for p in ignore]
     values: dict[str, np.ndarray] = {}
     report: dict[str, list[str]] = {"mapped": [], "ignored": [], "defaulted": [], "skipped": []}
@@ -102,9 +104,9 @@ def load_into(make_model: Callable[[], nnx.Module], rules: list[Rule],
         raise ConversionError(target, source, sorted(missing), unexpected, mismatched)
     report["skipped"] = unexpected
 
-    if len(values) < len(leaves):  # something keeps its initial value
+    if len(values) < len(abstract.flat_state()):  # something keeps its initial value
         initial = {_dotted(p): v.get_value() for p, v in nnx.state(make_model()).flat_state()}
-        values = {path: values.get(path, initial[path]) for path in leaves}
+        values = {path: values.get(path, initial[path]) for path in initial}
 
     def cast(path: str, var: nnx.Variable):
         want = var.get_value().dtype

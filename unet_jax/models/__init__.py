@@ -3,6 +3,7 @@
 from unet_jax.models import (  # noqa: F401
     bubbliiiing_unet,
     imgseg_unet,
+    imported,
     labml_unet,
     milesial_unet,
     semseg_unet,

@@ -1,0 +1,47 @@
+"""Imported networks as the arch "imported": any torch module `unet_jax.import_torch` traced,
+its graph stored in the config (versioned data), its state_dict keys its key map."""
+
+import dataclasses
+
+import numpy as np
+
+from unet_jax import registry
+from unet_jax.models import keymap
+from unet_jax.models.imported import graph
+from unet_jax.models.imported.net import ImportedNet, flax_path
+
+ARCH = "imported"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportedConfig:
+    """`graph`: the JSON text of `unet_jax.models.imported.graph`; the class and input
+    channel counts read off the export (the largest image-shaped output's channels)."""
+
+    graph: str
+    num_classes: int
+    in_channels: int
+
+    def __repr__(self) -> str:  # the graph is long: name the network instead
+        return (f"ImportedConfig({graph.parse(self.graph).source}, num_classes={self.num_classes}, "
+                f"in_channels={self.in_channels})")
+
+
+def _stored_dtype(entry: graph.StateEntry) -> keymap.Transform:
+    if np.dtype(entry.dtype).kind == "f":
+        return keymap.IDENTITY
+    return keymap.Transform(f"to {entry.dtype}", lambda a: a, lambda a, t=entry.dtype: a.astype(t))
+
+
+def key_map(config: ImportedConfig) -> list[keymap.Rule]:
+    """Every state_dict entry <-> the variable of the same name, in torch's layout."""
+    return [keymap.Rule(e.name, flax_path(e.name),
+                        _stored_dtype(e), optional=e.name.endswith("num_batches_tracked"))
+            for e in graph.parse(config.graph).state if e.kind != "constant"]
+
+
+registry.register(registry.Arch(
+    name=ARCH, model=ImportedNet, config=ImportedConfig, key_map=key_map,
+    infer=lambda shapes: None, uniform={"num_classes": "num_classes", "in_channels": "in_channels"},
+    source="any torch module, through torch.export (unet_jax.import_torch)",
+    sizes=registry.SizeRule(step=1, minimum=1), listed=False))

@@ -1,0 +1,92 @@
+"""The stored form of an imported network: the ATen graph `torch.export` traced, as versioned
+JSON data that needs neither torch nor the package that defined the module.
+
+    {"format": 1, "source": "segmentation_models_pytorch...Unet",
+     "input": {"name": "x", "dims": [[2, null], 3, [17, null], [17, null]]},
+     "state": [{"name": "encoder.conv1.weight", "kind": "param", "shape": [...], "dtype": "float32"}],
+     "placeholders": {"p_encoder_conv1_weight": "encoder.conv1.weight", ...},
+     "nodes": [{"name": "conv2d", "op": "aten.conv2d.default", "args": [{"$": "x"}, ...],
+                "kwargs": {}, "module": "encoder.conv1", "attrs": {}}, ...],
+     "output": {"$": "conv2d_46"}}
+
+An argument is JSON, with `{"$": name}` for another node's value and `{"dtype": name}` for
+a torch dtype. `input.dims` gives per torch dimension an exact size or [min, max] (null: no
+upper bound). `kind` is "param" (nn.Parameter), "buffer" (a persistent buffer: in the
+state_dict) or "constant" (non-persistent buffers and tensor constants the forward uses).
+"""
+
+import dataclasses
+import functools
+import json
+from typing import Any
+
+FORMAT = 1
+KINDS = ("param", "buffer", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class StateEntry:
+    name: str  # the state_dict name (constants: the name the export gave them)
+    kind: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    name: str
+    op: str  # "aten.conv2d.default", "_operator.add", ...
+    args: tuple
+    kwargs: dict
+    module: str  # the torch module path that called it ("" for the root)
+    attrs: dict  # facts of that module the op needs (BatchNorm momentum, buffer names, ...)
+
+
+class Graph:
+    """A parsed graph; identity-compared, so one text parses to one object (`parse` caches),
+    and models of equal configs share their compiled programs."""
+
+    def __init__(self, data: dict):
+        if data.get("format") != FORMAT:
+            raise ValueError(f"imported graph format {data.get('format')!r}; this unet-jax reads "
+                             f"format {FORMAT}: import the torch module again with this version")
+        self.source: str = data["source"]
+        self.input_name: str = data["input"]["name"]
+        self.dims: list = data["input"]["dims"]
+        self.state = [StateEntry(e["name"], e["kind"], tuple(e["shape"]), e["dtype"]) for e in data["state"]]
+        self.placeholders: dict[str, str] = data["placeholders"]
+        self.nodes = [Node(n["name"], n["op"], tuple(n["args"]), n["kwargs"], n["module"], n["attrs"])
+                      for n in data["nodes"]]
+        self.output = data["output"]
+
+    @property
+    def rank(self) -> int:
+        return len(self.dims)
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """ValueError naming the sizes the network takes, for a channels-last input `shape`."""
+        if len(shape) != self.rank:
+            raise ValueError(f"this imported network takes {self.rank}-D input (N, "
+                             f"{'D, ' if self.rank == 5 else ''}H, W, C channels-last), "
+                             f"got shape {tuple(shape)}")
+        torch_shape = (shape[0], shape[-1], *shape[1:-1])
+        names = ["batch", "channels"] + ["depth", "height", "width"][5 - self.rank:]
+        for name, n, rule in zip(names, torch_shape, self.dims, strict=True):
+            if isinstance(rule, int):
+                ok, takes = n == rule, f"exactly {rule}"
+            else:
+                lo, hi = rule
+                ok, takes = n >= lo and (hi is None or n <= hi), (
+                    f">= {lo}" if hi is None else f"{lo}..{hi}")
+            if not ok:
+                raise ValueError(f"input {name} {n} does not fit this imported network "
+                                 f"({self.source}): it takes {name} {takes}")
+
+
+@functools.lru_cache(maxsize=32)
+def parse(text: str) -> Graph:
+    return Graph(json.loads(text))
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
