@@ -10,7 +10,7 @@ import numpy as np
 from flax import nnx
 
 from unet_jax import registry
-from unet_jax.convert import recognize, smp_hub
+from unet_jax.convert import model_folders, recognize, smp_hub
 from unet_jax.convert.backbones import load_backbone
 from unet_jax.convert.engine import ConversionError, load_into
 from unet_jax.convert.export import to_torch_state_dict
@@ -18,7 +18,8 @@ from unet_jax.convert.io import CheckpointError, read_state_dict
 from unet_jax.models import recorded
 from unet_jax.models.build import build
 
-__all__ = ["CheckpointError", "ConversionError", "NotPortedError", "create_model", "infer_arch", "load_torch",
+__all__ = ["CheckpointError", "ConversionError", "NotPortedError", "create_model", "infer_arch",
+           "load_nnunet", "load_torch",
            "load_torch_with_report", "to_torch_state_dict"]
 
 
@@ -102,6 +103,19 @@ def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None
     if dtype is not None and np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")
     folder = not isinstance(source, Mapping) and smp_hub.is_folder(Path(source))
+    if not isinstance(source, Mapping) and model_folders.is_nnunet_folder(Path(source)):
+        raise CheckpointError(f"{source} is an nnU-Net model folder: unet_jax.load_nnunet(folder) "
+                              "gives one model per fold (`unet-jax convert FOLDER OUT` saves them)")
+    if folder and model_folders.smp_needs_import(Path(source)):
+        if arch not in (None, "imported") or config:
+            raise CheckpointError(f"{source} is an smp folder of a network that is imported, "
+                                  "not ported: pass no arch or options")
+        model = model_folders.import_smp_folder(Path(source))
+        state = smp_hub.read_safetensors(Path(source) / smp_hub.WEIGHTS).tensors
+        report = {"mapped": list(state), "ignored": [], "defaulted": [], "skipped": [], "extras": {},
+                  "notes": [f"built by segmentation_models_pytorch from {Path(source) / smp_hub.CONFIG} "
+                            "and imported through torch.export"]}
+        return model, report, state
     checkpoint = smp_hub.read_folder(Path(source)) if folder else read_state_dict(source)
     state, label = checkpoint.tensors, checkpoint.label
     spec, cfg = _config_for(arch, checkpoint, config)
@@ -140,6 +154,18 @@ def load_torch(source: str | os.PathLike | Mapping, arch: str | None = None, *,
     lists every missing, unexpected and mis-shaped key. `dtype` casts floating parameters.
     """
     return load_torch_with_report(source, arch, strict=strict, dtype=dtype, **config)[0]
+
+
+def load_nnunet(folder: str | os.PathLike, folds=None) -> dict[str, nnx.Module]:
+    """{"fold_N": model} of an nnU-Net trained-model folder (plans.json, dataset.json,
+    fold_N/checkpoint_final.pth), each an imported network in eval mode recording its
+    configuration, `inference_allowed_mirroring_axes` and the plans. Needs torch and
+    dynamic-network-architectures."""
+    folder = Path(folder)
+    if not model_folders.is_nnunet_folder(folder):
+        raise CheckpointError(f"{folder} is not an nnU-Net model folder (plans.json, dataset.json "
+                              "and fold_N/checkpoint_final.pth)")
+    return model_folders.import_nnunet_folder(folder, folds)
 
 
 def create_model(name: str, *, seed: int = 0, backbone_weights=None, **kwargs) -> nnx.Module:

@@ -59,7 +59,7 @@ def _is_tensor(value: Any) -> bool:
             or (hasattr(value, "detach") and hasattr(value, "shape")))
 
 
-def _to_numpy(value: Any) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor: copy out, `.numpy()` shares memory
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16
@@ -145,7 +145,7 @@ def unwrap(obj: Any, label: str) -> Checkpoint:
             ck.notes.append(f"prefix {prefix!r} removed")
             ck.prefix += prefix
     try:
-        ck.tensors = {k: _to_numpy(v) for k, v in tensors.items()}
+        ck.tensors = {k: to_numpy(v) for k, v in tensors.items()}
     except torch_pickle.UnsafePickleError as e:
         raise CheckpointError(f"{label} is damaged: {e}") from e
     return ck
@@ -183,7 +183,7 @@ def _numpy_safe_globals() -> list:
             + [fn for fn, _ in named] + [(fn, f"numpy.core.multiarray.{n}") for fn, n in named])
 
 
-def _load_torch_file(path: Path, label: str) -> tuple[Any, list[str]]:
+def load_torch_file(path: Path, label: str) -> tuple[Any, list[str]]:
     """The unpickled object and notes; torch.load when torch is installed, else (and for
     files it refuses) the restricted unpickler."""
     try:
@@ -256,7 +256,7 @@ def read_state_dict(source: str | os.PathLike | Mapping) -> Checkpoint:
                               "old torch and re-save with torch.save(model.state_dict(), path)")
     if kind == "safetensors":
         return unwrap(_load_safetensors(path, label), label)
-    obj, notes = _load_torch_file(path, label)
+    obj, notes = load_torch_file(path, label)
     ck = unwrap(obj, label)
     ck.notes[:0] = notes
     return ck

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from unet_jax.convert.engine import load_into
+from unet_jax.convert.io import to_numpy
 from unet_jax.models.build import build
 from unet_jax.models.imported import ImportedConfig, aten, key_map
 from unet_jax.models.imported import graph as graph_format
@@ -176,7 +177,7 @@ def capture(module, example) -> Captured:
             raise UnsupportedModuleError(f"graph input {spec.arg.name} of kind {kind} is not supported")
         entry = kinds[kind] if spec.persistent is not False else "constant"
         tensor = ep.state_dict.get(spec.target) if entry != "constant" else ep.constants[spec.target]
-        array = tensor.detach().cpu().numpy()
+        array = to_numpy(tensor)  # a copy: the module may go on training
         (state_dict if entry != "constant" else constants)[spec.target] = array
         entries.append({"name": spec.target, "kind": entry, "shape": list(array.shape),
                         "dtype": str(array.dtype)})
@@ -217,27 +218,31 @@ def _norm_attrs(module, node, path: str, placeholders: dict, state_dict: dict) -
         owner = None
     if isinstance(owner, torch.nn.modules.batchnorm._NormBase):
         momentum = owner.momentum
+    instance = "instance_norm" in str(node.target)
+    if instance and momentum is None:  # torch's _InstanceNorm passes 0.0 and counts no batches
+        momentum = 0.0
     if running is None:
         return {"momentum": momentum}
     stem = running.removesuffix("running_mean")
     buffers = {"running_mean": running, "running_var": stem + "running_var"}
-    if stem + "num_batches_tracked" in state_dict:
+    if stem + "num_batches_tracked" in state_dict and not instance:
         buffers["num_batches_tracked"] = stem + "num_batches_tracked"
     return {"momentum": momentum, "buffers": buffers}
 
 
-def import_torch(module, example, *, dtype=None) -> nnx.Module:
+def import_torch(module, example, *, dtype=None, origin: dict | None = None) -> nnx.Module:
     """A unet-jax model computing what `module` computes, in eval mode.
 
     `example`: an input tensor in torch's layout, (N, C, H, W) or (N, C, D, H, W). The model
     takes channels-last input (N, H, W, C) / (N, D, H, W, C) of any size the module takes and
     returns the module's output structure, image-shaped tensors channels-last. Its
     parameters and buffers keep their state_dict names: `to_torch_state_dict(model)` loads
-    into the module's class with strict=True. `dtype` casts floating parameters.
+    into the module's class with strict=True. `dtype` casts floating parameters; `origin`
+    (JSON data) is recorded in the model's config and saved with it.
     """
     captured = capture(module, example)
     config = ImportedConfig(graph_format.dumps(captured.graph), captured.num_classes,
-                            captured.in_channels)
+                            captured.in_channels, graph_format.dumps(origin or {}))
     model, _ = load_into(lambda: build(config), key_map(config), captured.state,
                          target=f"imported {type(module).__name__}",
                          source=f"{type(module).__name__}.state_dict()", strict=True, dtype=dtype)

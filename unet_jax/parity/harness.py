@@ -7,6 +7,7 @@ diverges is where a conversion went wrong.
 """
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
@@ -69,23 +70,29 @@ def randomize_weights(module: torch.nn.Module, seed: int = 0, *, moderate: bool 
 
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            if isinstance(m, torch.nn.modules.conv._ConvNd):  # 1-D, 2-D, 3-D, transposed, grouped
                 taps = m.weight.shape[2:].numel()
-                fan_in = (m.weight.shape[0] * taps / (m.stride[0] * m.stride[1])
-                          if isinstance(m, torch.nn.ConvTranspose2d) else m.weight.shape[1] * taps)
+                fan_in = (m.weight.shape[0] * taps / math.prod(m.stride)
+                          if m.transposed else m.weight.shape[1] * taps)
                 normal(m.weight, (2 / max(1.0, fan_in)) ** 0.5)
                 if m.bias is not None:
                     normal(m.bias, 0.5)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                if moderate:
-                    uniform(m.weight, 0.5, 1.5)
-                    m.weight.mul_(torch.randint(0, 2, m.weight.shape, generator=g) * 2 - 1)
-                else:
-                    normal(m.weight, 1.0)
-                normal(m.bias, 0.5)
-                normal(m.running_mean, 0.5 if moderate else 1.0)
-                uniform(m.running_var, *((0.5, 2.0) if moderate else (0.2, 2.2)))
-                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (), generator=g)))
+            elif isinstance(m, torch.nn.modules.batchnorm._NormBase):  # BatchNorm, InstanceNorm
+                if m.affine:
+                    if moderate:
+                        uniform(m.weight, 0.5, 1.5)
+                        m.weight.mul_(torch.randint(0, 2, m.weight.shape, generator=g) * 2 - 1)
+                    else:
+                        normal(m.weight, 1.0)
+                    normal(m.bias, 0.5)
+                if m.track_running_stats:
+                    normal(m.running_mean, 0.5 if moderate else 1.0)
+                    uniform(m.running_var, *((0.5, 2.0) if moderate else (0.2, 2.2)))
+                    m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (), generator=g)))
+            elif isinstance(m, torch.nn.GroupNorm | torch.nn.LayerNorm) and m.weight is not None:
+                uniform(m.weight, 0.5, 1.5) if moderate else normal(m.weight, 1.0)
+                if m.bias is not None:
+                    normal(m.bias, 0.5)
 
 
 def random_reference(config, seed: int = 0) -> torch.nn.Module:

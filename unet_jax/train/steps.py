@@ -28,7 +28,7 @@ def forward(model: nnx.Module, images: jax.Array, dtype, remat: bool, preset: pr
     @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.dots_saveable)
     def apply(state, x):  # keep conv outputs, recompute BatchNorm/ReLU/concat in the backward
         m = nnx.merge(graphdef, state)
-        return m(x), nnx.state(m, nnx.BatchStat)
+        return m(x), nnx.state(m, nnx.Not(nnx.Param))  # statistics, an imported net's dropout key
 
     out, stats = apply(state, x)
     nnx.update(model, stats)

@@ -1,30 +1,14 @@
 """Imported networks as the arch "imported": any torch module `unet_jax.import_torch` traced,
 its graph stored in the config (versioned data), its state_dict keys its key map."""
 
-import dataclasses
-
 import numpy as np
 
 from unet_jax import registry
 from unet_jax.models import keymap
 from unet_jax.models.imported import graph
-from unet_jax.models.imported.net import ImportedNet, flax_path
+from unet_jax.models.imported.net import ImportedConfig, ImportedNet, flax_path
 
 ARCH = "imported"
-
-
-@dataclasses.dataclass(frozen=True)
-class ImportedConfig:
-    """`graph`: the JSON text of `unet_jax.models.imported.graph`; the class and input
-    channel counts read off the export (the largest image-shaped output's channels)."""
-
-    graph: str
-    num_classes: int
-    in_channels: int
-
-    def __repr__(self) -> str:  # the graph is long: name the network instead
-        return (f"ImportedConfig({graph.parse(self.graph).source}, num_classes={self.num_classes}, "
-                f"in_channels={self.in_channels})")
 
 
 def _stored_dtype(entry: graph.StateEntry) -> keymap.Transform:

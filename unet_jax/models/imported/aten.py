@@ -251,6 +251,7 @@ def _unary(fn):
 
 for _names, _fn in {
     ("relu", "relu_"): jax.nn.relu,
+    ("relu6", "relu6_"): lambda a: jnp.clip(a, 0, 6),
     ("sigmoid", "sigmoid_"): jax.nn.sigmoid,
     ("tanh", "tanh_"): jnp.tanh,
     ("silu", "silu_"): jax.nn.silu,

@@ -61,7 +61,7 @@ class T:
 
     def order(self) -> list[int]:
         """The torch dimension held by each array axis."""
-        return list(to_first(self.rank)) if self.cl else list(range(self.rank))
+        return list(to_last(self.rank)) if self.cl else list(range(self.rank))
 
 
 def channels_last(a: jax.Array) -> T:

@@ -1,6 +1,8 @@
 """ImportedNet: a torch network's exported ATen graph run in JAX, its parameters and
 buffers held under their state_dict names (torch's layout), channels-last in and out."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,23 @@ from flax import nnx
 
 from unet_jax.models.imported import aten, graph
 from unet_jax.models.imported.layout import T, channels_last
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportedConfig:
+    """`graph`: the JSON text of `unet_jax.models.imported.graph`; the class and input
+    channel counts read off the export (the largest image-shaped output's channels);
+    `origin`: JSON text of where the network came from (an smp config, an nnU-Net
+    configuration with its plans and mirroring axes), "{}" for a module."""
+
+    graph: str
+    num_classes: int
+    in_channels: int
+    origin: str = "{}"
+
+    def __repr__(self) -> str:  # the graph is long: name the network instead
+        return (f"ImportedConfig({graph.parse(self.graph).source}, num_classes={self.num_classes}, "
+                f"in_channels={self.in_channels})")
 
 
 class Constant(nnx.Variable):
@@ -68,9 +87,9 @@ class ImportedNet(nnx.Module):
     `unet_jax.import_torch`. Takes (N, H, W, C) or (N, D, H, W, C) and returns the torch
     module's output structure with every image-shaped tensor channels-last."""
 
-    def __init__(self, graph: str, num_classes: int, in_channels: int, *, rngs: nnx.Rngs):
-        self.graph = graph
-        self.num_classes, self.in_channels = num_classes, in_channels
+    def __init__(self, graph: str, num_classes: int, in_channels: int, origin: str = "{}", *,
+                 rngs: nnx.Rngs):
+        self.config = ImportedConfig(graph, num_classes, in_channels, origin)
         parsed = self.parsed
         self.torch = Module()
         for entry in parsed.state:
@@ -90,7 +109,7 @@ class ImportedNet(nnx.Module):
 
     @property
     def parsed(self) -> graph.Graph:
-        return graph.parse(self.graph)
+        return graph.parse(self.config.graph)
 
     def variable(self, name: str) -> nnx.Variable:
         node = self.torch
@@ -114,13 +133,14 @@ class ImportedNet(nnx.Module):
                 value = fn(run, *args, **kwargs) if fn else aten.SHAPE_OPS[node.op](*args, **kwargs)
             except (TypeError, ValueError) as e:
                 where = f" in {node.module}" if node.module else ""
-                raise ValueError(f"{node.op}{where} ({node.name}) failed on input of shape "
-                                 f"{tuple(x.shape)}: {e}. The network may not take this size; "
-                                 f"it was exported at {_dims_text(g.dims)}") from e
+                raise ValueError(f"input of shape {tuple(x.shape)} does not fit this imported "
+                                 f"network ({g.source}): {node.op}{where} failed ({e}). Sizes "
+                                 f"the export allows: {_dims_text(g.dims)}; the network may "
+                                 "constrain them further (e.g. multiples of its total stride)") from e
             env[node.name] = value
             if node.op.rsplit(".", 1)[0].endswith("_") and node.args and isinstance(node.args[0], dict):
                 env[node.args[0]["$"]] = value  # an in-place op: the operand now holds the result
-        return _output(g.output, env)
+        return _output(g.output, env, g.rank)
 
 
 def _decode(arg, env):
@@ -135,17 +155,19 @@ def _decode(arg, env):
     return arg
 
 
-def _output(spec, env):
+def _output(spec, env, rank: int):
+    """The module's output structure; tensors of the input's rank channels-last."""
     if isinstance(spec, dict) and "$" in spec:
         value = env[spec["$"]]
-        return value.last() if isinstance(value, T) and value.rank in (4, 5) else (
-            value.torch() if isinstance(value, T) else value)
+        if not isinstance(value, T):
+            return value
+        return value.last() if value.rank == rank else value.torch()
     if isinstance(spec, dict) and "tuple" in spec:
-        return tuple(_output(s, env) for s in spec["tuple"])
+        return tuple(_output(s, env, rank) for s in spec["tuple"])
     if isinstance(spec, dict) and "list" in spec:
-        return [_output(s, env) for s in spec["list"]]
+        return [_output(s, env, rank) for s in spec["list"]]
     if isinstance(spec, dict) and "dict" in spec:
-        return {k: _output(s, env) for k, s in spec["dict"]}
+        return {k: _output(s, env, rank) for k, s in spec["dict"]}
     return spec.get("value") if isinstance(spec, dict) else spec
 
 

@@ -1,0 +1,127 @@
+"""Model folders whose networks come through the importer: smp `save_pretrained` folders of
+any architecture / encoder (smp builds the module from config.json) and nnU-Net trained-model
+folders (`plans.json`, `dataset.json`, `fold_N/checkpoint_final.pth`; the network built by
+dynamic_network_architectures from the plans' `architecture` entry, one model per fold)."""
+
+import importlib
+import json
+from pathlib import Path
+
+from flax import nnx
+
+from unet_jax.convert import smp_hub
+from unet_jax.convert.io import CheckpointError, load_torch_file, unwrap
+from unet_jax.convert.torch_export import import_torch
+
+SMP_EXAMPLE = 256  # the export's example size for smp nets (every smp arch takes it)
+NNUNET_FILES = ("plans.json", "dataset.json")
+
+
+def is_nnunet_folder(path: Path) -> bool:
+    return path.is_dir() and all((path / f).is_file() for f in NNUNET_FILES) and any(
+        path.glob("fold_*/checkpoint_*.pth"))
+
+
+NATIVE_ENCODERS = ("resnet18", "resnet34", "resnet50")
+
+
+def smp_needs_import(folder: Path) -> bool:
+    """A save_pretrained folder that the native smp_unet / smp_unetplusplus do not take
+    (another architecture or encoder, or smp's classification head)."""
+    config = _read_json(folder / smp_hub.CONFIG)
+    return (config.get("_model_class") not in smp_hub.MODEL_CLASSES
+            or config.get("encoder_name", "resnet34") not in NATIVE_ENCODERS
+            or config.get("aux_params") is not None)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not readable JSON ({e})") from e
+
+
+def import_smp_folder(folder: Path) -> nnx.Module:
+    """An smp save_pretrained folder of any architecture, built by smp and imported."""
+    import torch
+
+    from unet_jax.parity.upstream import import_smp
+    smp = import_smp()
+    config = _read_json(folder / smp_hub.CONFIG)
+    try:
+        module = smp.from_pretrained(str(folder)).eval()
+    except Exception as e:  # noqa: BLE001 (smp raises what its constructors raise)
+        raise CheckpointError(f"segmentation_models_pytorch could not build {folder} "
+                              f"({type(e).__name__}: {e})") from e
+    example = torch.zeros(1, config.get("in_channels", 3), SMP_EXAMPLE, SMP_EXAMPLE)
+    origin = {"kind": "smp", "config": config}
+    return import_torch(module, example, origin=origin)
+
+
+def _locate(name: str):
+    module, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise CheckpointError(f"{name} (named by the plans) cannot be imported: {e}. "
+                              "pip install dynamic-network-architectures") from e
+
+
+def nnunet_network(plans: dict, dataset: dict, configuration: str):
+    """The torch network of an nnU-Net configuration, as nnU-Net builds it for inference
+    (deep supervision off)."""
+    configs = plans.get("configurations", {})
+    if configuration not in configs:
+        raise CheckpointError(f"plans.json has no configuration {configuration!r} "
+                              f"(it has {', '.join(configs)})")
+    entry = configs[configuration]
+    while "architecture" not in entry and "inherits_from" in entry:
+        parent = configs[entry["inherits_from"]]
+        entry = {**parent, **{k: v for k, v in entry.items() if k != "inherits_from"}}
+    arch = entry["architecture"]
+    kwargs = dict(arch["arch_kwargs"])
+    for key in arch.get("_kw_requires_import", ()):
+        if kwargs.get(key) is not None:
+            kwargs[key] = _locate(kwargs[key])
+    network = _locate(arch["network_class_name"])
+    return network(input_channels=module_channels(dataset), num_classes=len(dataset["labels"]),
+                   **kwargs, deep_supervision=False), entry
+
+
+def import_nnunet_folder(folder: Path, folds=None) -> dict[str, nnx.Module]:
+    """{"fold_N": model} of an nnU-Net trained-model folder (checkpoint_final.pth, else
+    checkpoint_best.pth per fold), each recording the configuration, its mirroring axes and
+    the plans."""
+    import torch
+    plans, dataset = _read_json(folder / "plans.json"), _read_json(folder / "dataset.json")
+    models = {}
+    fold_dirs = sorted(p for p in folder.glob("fold_*") if p.is_dir())
+    for fold_dir in fold_dirs:
+        fold = fold_dir.name.removeprefix("fold_")
+        if folds is not None and fold not in {str(f) for f in folds}:
+            continue
+        files = [fold_dir / n for n in ("checkpoint_final.pth", "checkpoint_best.pth")
+                 if (fold_dir / n).is_file()]
+        if not files:
+            continue
+        raw, _ = load_torch_file(files[0], str(files[0]))
+        init = raw.get("init_args", {}) if isinstance(raw, dict) else {}
+        configuration = init.get("configuration") or folder.name.rpartition("__")[2]
+        module, entry = nnunet_network(plans, dataset, configuration)
+        checkpoint = unwrap(raw, str(files[0]))
+        module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in checkpoint.tensors.items()},
+                               strict=True)
+        patch = entry.get("patch_size")
+        example = torch.zeros(1, module_channels(dataset), *patch)
+        origin = {"kind": "nnunet", "configuration": configuration, "fold": fold,
+                  "inference_allowed_mirroring_axes": raw.get("inference_allowed_mirroring_axes"),
+                  "trainer": raw.get("trainer_name"), "plans": plans, "dataset": dataset}
+        models[f"fold_{fold}"] = import_torch(module.eval(), example, origin=origin)
+    if not models:
+        raise CheckpointError(f"{folder} has no fold_N/checkpoint_final.pth"
+                              + (f" for folds {list(folds)}" if folds is not None else ""))
+    return models
+
+
+def module_channels(dataset: dict) -> int:
+    return len(dataset.get("channel_names", dataset.get("modality", {})))
