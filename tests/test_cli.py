@@ -170,7 +170,7 @@ def test_smp_encoders_take_torchvision_imagenet_files(encoder, tmp_path):
     """smp's usual start (`encoder_weights="imagenet"`): a torchvision ResNet file fills the
     encoder exactly (fc ignored), also under smp's `encoder.` prefix; the torch reference
     with the same encoder weights gives the same encoder features."""
-    from unet_jax.parity.upstream import import_smp
+    from unet_jax.convert.torch_packages import import_smp
     import_smp()  # declares torchvision's compiled ops where its wheel cannot load them
     import torchvision
     torch.manual_seed(0)

@@ -20,8 +20,9 @@ from flax import nnx
 
 import unet_jax
 import unet_jax.convert.model_folders
+from unet_jax.convert import torch_packages as upstream
 from unet_jax.convert.torch_export import UnsupportedModuleError
-from unet_jax.parity import harness, upstream, user_nets
+from unet_jax.parity import harness, user_nets
 
 TOL = harness.TOLERANCE
 

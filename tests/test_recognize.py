@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 import unet_jax
 from unet_jax.cli import main as cli_main
-from unet_jax.parity.upstream import import_smp
+from unet_jax.convert.torch_packages import import_smp
 
 smp = import_smp()
 

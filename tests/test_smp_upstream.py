@@ -23,8 +23,9 @@ from flax import nnx
 import unet_jax
 import unet_jax.convert.smp_hub
 from unet_jax import registry
+from unet_jax.convert import torch_packages as upstream
 from unet_jax.convert.engine import ConversionError
-from unet_jax.parity import harness, upstream
+from unet_jax.parity import harness
 from unet_jax.parity.references import REFERENCES
 
 try:

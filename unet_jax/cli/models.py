@@ -14,16 +14,21 @@ from unet_jax import registry
 from unet_jax.checkpoints.saved import ModelSourceError
 from unet_jax.checkpoints.sources import load_with_info, open_model, source_kind
 from unet_jax.cli.parsing import parse_sets, parse_size
-from unet_jax.convert.api import load_torch_with_report
+from unet_jax.convert.api import load_nnunet, load_torch_with_report
 from unet_jax.convert.io import write_state_dict
+from unet_jax.convert.model_folders import is_nnunet_folder
 from unet_jax.convert.smp_hub import save_pretrained
 from unet_jax.models import recorded
 
 
 def cmd_list(args) -> int:
+    print("native (hand-written modules, built by name):")
     for arch in registry.all_archs():
         opts = ", ".join(f"{k}={v!r}" for k, v in arch.defaults.items())
-        print(f"{arch.name:<14} {arch.source}\n{'':<14} options: {opts}")
+        print(f"  {arch.name:<14} {arch.source}\n  {'':<14} options: {opts}")
+    print("imported (any other torch network, through torch.export): smp save_pretrained folders "
+          "of every architecture / encoder and nnU-Net model folders (`unet-jax convert FOLDER "
+          "OUT`), any torch.nn.Module through unet_jax.import_torch(module, example)")
     return 0
 
 
@@ -45,15 +50,31 @@ def _torch_available() -> bool:
     return True
 
 
+def _convert_nnunet(folder: Path, out: Path) -> int:
+    """One saved model per fold, OUT/fold_N."""
+    models = load_nnunet(folder)
+    for fold, model in models.items():
+        origin = json.loads(model.config.origin)
+        unet_jax.save(model, out / fold)
+        print(f"{fold}: {origin['configuration']} ({model.config.num_classes} classes, mirroring axes "
+              f"{origin['inference_allowed_mirroring_axes']}) -> {out / fold}")
+    return 0
+
+
 def cmd_convert(args) -> int:
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty; nothing written")
+    if is_nnunet_folder(Path(args.checkpoint)):
+        return _convert_nnunet(Path(args.checkpoint), out)
     model, report, state = load_torch_with_report(args.checkpoint, args.arch, **parse_sets(args.set))
     n_params = sum(int(np.prod(v.shape)) for v in _param_leaves(model))
     print(f"arch:    {_arch_name(model)}\nconfig:  {model.config}\nparams:  {n_params:,}")
     _print_report(report)
-    if args.verify and _torch_available():
+    if args.verify and _arch_name(model) == "imported":
+        print("parity: skipped for an imported network (its op table is checked against torch "
+              "by the test suite)")
+    elif args.verify and _torch_available():
         result = _parity_report(state, model, args.size, 1, "float32")
         print(result.format())
         if not result.ok:

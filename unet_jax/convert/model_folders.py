@@ -12,6 +12,7 @@ from flax import nnx
 from unet_jax.convert import smp_hub
 from unet_jax.convert.io import CheckpointError, load_torch_file, unwrap
 from unet_jax.convert.torch_export import import_torch
+from unet_jax.convert.torch_packages import import_smp
 
 SMP_EXAMPLE = 256  # the export's example size for smp nets (every smp arch takes it)
 NNUNET_FILES = ("plans.json", "dataset.json")
@@ -44,8 +45,6 @@ def _read_json(path: Path) -> dict:
 def import_smp_folder(folder: Path) -> nnx.Module:
     """An smp save_pretrained folder of any architecture, built by smp and imported."""
     import torch
-
-    from unet_jax.parity.upstream import import_smp
     smp = import_smp()
     config = _read_json(folder / smp_hub.CONFIG)
     try:

@@ -1,4 +1,5 @@
-"""The real upstream packages the references are checked against (tests/test_smp_upstream.py).
+"""segmentation_models_pytorch imported beside a torchvision built for another torch: the
+importer builds smp folders with it; tests/test_smp_upstream.py checks references against it.
 
 segmentation_models_pytorch imports torchvision, whose wheel may be built for another
 torch (a CUDA build beside torch+cpu): its compiled ops then fail to register and the
