@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 import unet_jax
@@ -38,6 +39,7 @@ def committed(workdir, kind="checkpoints") -> list[str]:
     return sorted(p.name for p in (workdir / kind).iterdir())
 
 
+@pytest.mark.slow
 def test_checkpoint_on_a_full_disk_keeps_the_previous_one_and_resumes_exactly(tmp_path):
     reference, victim = tmp_path / "reference", tmp_path / "victim"
     assert main([*TRAIN, "--epochs", "2", "--workdir", str(reference)]) == 0

@@ -56,6 +56,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     assert not (workdir / workdir_lock.LOCK).exists()  # released on the error
 
 
+@pytest.mark.slow
 def test_skip_leaves_the_state_as_before(tmp_path, monkeypatch):
     """With on_nonfinite=skip a poisoned sample's step changes nothing and is counted; the
     other steps train normally."""

@@ -118,6 +118,7 @@ def test_float32_parity_at_two_sizes(name):
         _compare(model, module, torch.randn(shape), TOL["float32"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FLOAT64)
 def test_float64_parity_with_weights_far_from_defaults(name):
     make, first, second = CASES[name]
@@ -130,6 +131,7 @@ def test_float64_parity_with_weights_far_from_defaults(name):
         _compare(model, module, torch.randn(second, dtype=torch.float64), TOL["float64"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["user_unet_2d", "user_unet_3d_instance", "monai_unet_3d"])
 def test_two_sgd_steps_in_train_mode_equal_torch(name):
     """Batch statistics, running-statistic updates (momentum 0.1 and None, InstanceNorm's
@@ -231,6 +233,7 @@ def test_saved_imported_model_loads_and_runs_without_torch(tmp_path):
     assert "ok ImportedNet" in r.stdout
 
 
+@pytest.mark.slow
 def test_smp_folder_of_an_unported_architecture_goes_through_the_importer(tmp_path):
     smp = _smp()
     torch.manual_seed(5)
@@ -283,6 +286,7 @@ def _nnunet_folder(root, dims: int, folds: int):
     return folder, modules
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dims,folds", [(2, 2), (3, 1)])
 def test_nnunet_model_folder_gives_one_model_per_fold(tmp_path, dims, folds):
     _dna()

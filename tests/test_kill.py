@@ -6,9 +6,12 @@ best parameters). Kills between steps and in validation: the script's seeded run
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).parents[1] / "scripts" / "kill_harness.py"
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_runs_equal_an_uninterrupted_one(tmp_path):
     spec = importlib.util.spec_from_file_location("kill_harness", SCRIPT)
     harness = importlib.util.module_from_spec(spec)

@@ -39,6 +39,7 @@ def _save_pretrained(ref, config, folder, **extra):
          **values, **extra}, indent=2))
 
 
+@pytest.mark.slow
 def test_smp_save_pretrained_folder_loads_with_its_config_and_exports_back(tmp_path):
     config = registry.make_config("smp_unetplusplus", encoder_name="resnet34", encoder_depth=3,
                                   decoder_channels=(32, 16, 16), decoder_use_norm="identity",

@@ -37,6 +37,7 @@ def _assert_parity(ref, model, sizes, tol, dtype=np.float32):
             assert d.max_rel <= tol, f"{(h, w)} {d}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(SMALL))
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_parity_small(arch, suffix, tmp_path):
@@ -52,6 +53,7 @@ def test_parity_small(arch, suffix, tmp_path):
     _assert_parity(ref, explicit, sizes[:1], FP32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(FULL))
 def test_parity_upstream_widths(arch, tmp_path):
     kwargs, size = FULL[arch]
@@ -80,6 +82,7 @@ def test_export_round_trip_is_bit_exact(arch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(SMALL))
 def test_float64_parity_with_weights_far_from_defaults(arch):
     """Every arch in float64 with every weight and statistic far from torch's defaults

@@ -33,6 +33,7 @@ try:
 except ModuleNotFoundError as e:
     pytest.skip(str(e), allow_module_level=True)
 
+pytestmark = pytest.mark.slow  # the real smp at many options: the full suite
 TOL = harness.TOLERANCE  # {"float32": 1e-4, "float64": 1e-10}
 ARCHS = {"Unet": "smp_unet", "UnetPlusPlus": "smp_unetplusplus"}
 

@@ -32,6 +32,7 @@ def run_worker(cfg: dict, out: Path, devices: int = 1, extra_env: dict | None = 
     return result
 
 
+@pytest.mark.slow
 def test_training_learns_the_shapes(tmp_path):
     cfg = TrainConfig(arch="imgseg_unet", model={"base_width": 8}, image_size=48,
                       train_samples=128, val_samples=32, batch_size=16, epochs=6, lr=5e-3,
@@ -45,6 +46,7 @@ def test_training_learns_the_shapes(tmp_path):
     assert list((tmp_path / "tb").iterdir())
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight_devices(tmp_path):
     cfg = dict(SMALL, epochs=1, stop_at_step=3, lr=1e-2, optimizer="sgd")
     r1 = run_worker(dict(cfg, workdir=str(tmp_path / "w1")), tmp_path / "one.npz", devices=1)
@@ -59,6 +61,7 @@ def test_one_device_equals_eight_devices(tmp_path):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-4, err_msg=k)
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_equal_one_process(tmp_path):
     """Multi-host data parallelism: 2 processes x 1 CPU device, gloo collectives."""
     import socket
@@ -81,6 +84,7 @@ def test_two_processes_on_localhost_equal_one_process(tmp_path):
             np.testing.assert_allclose(multi[k], single[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
     cfg = dict(SMALL, epochs=2, checkpoint_every=3)
     full = tmp_path / "full.npz"
@@ -124,6 +128,7 @@ def test_bfloat16_step_keeps_float32_params(tmp_path):
     assert {v.dtype for v in _params(summary["model"]).values()} == {np.dtype("float32")}
 
 
+@pytest.mark.slow
 def test_frozen_backbone_does_not_change(tmp_path):
     import unet_jax
     base = dict(arch="vgg16_unet", image_size=32, train_samples=16, val_samples=8, batch_size=8,
@@ -136,6 +141,7 @@ def test_frozen_backbone_does_not_change(tmp_path):
         assert same if k.startswith("vgg.") else not same, k
 
 
+@pytest.mark.slow
 def test_frozen_smp_encoder_does_not_change(tmp_path):
     """smp archs declare `encoder` as their backbone: frozen, it keeps its weights."""
     import unet_jax
@@ -160,6 +166,7 @@ def test_freezing_needs_a_backbone(tmp_path):
     ("unetpp", {"base_width": 4, "deep_supervision": True}, 32),
     ("labml_unet", {"base_width": 4}, 40),
     ("semseg_unet", {"feature_scale": 32}, 188)])
+@pytest.mark.slow
 def test_deep_supervision_and_cropped_outputs_train(tmp_path, monkeypatch, arch, model, size):
     """Run as GPUs/TPUs run it (plain ops: UNET_JAX_CPU_KERNELS=0), which also compiles faster."""
     monkeypatch.setenv("UNET_JAX_CPU_KERNELS", "0")
