@@ -20,9 +20,14 @@ from flax import nnx
 
 import unet_jax
 import unet_jax.convert.model_folders
+from unet_jax import programs
 from unet_jax.convert import torch_packages as upstream
 from unet_jax.convert.torch_export import UnsupportedModuleError
 from unet_jax.parity import harness, user_nets
+from unet_jax.train import TrainConfig
+from unet_jax.train.finetune import adapt
+from unet_jax.train.model import resolve
+from unet_jax.train.optimizer import make_optimizer
 
 TOL = harness.TOLERANCE
 
@@ -301,3 +306,57 @@ def test_nnunet_model_folder_gives_one_model_per_fold(tmp_path, dims, folds):
         _compare(model, modules[fold], torch.randn(1, 1, *[48] + [32] * (dims - 1)), TOL["float32"])
     with pytest.raises(unet_jax.CheckpointError, match="load_nnunet"):
         unet_jax.load_torch(folder)
+
+
+def _conv_nodes(model) -> int:
+    return sum(n.op.startswith(("aten.conv", "aten.convolution")) for n in model.parsed.nodes)
+
+
+def _convs_of_the_image(model) -> int:
+    """Convs that read the input image (no input gradient is needed there)."""
+    image = {"$": model.parsed.input_name}
+    return sum(n.op.startswith("aten.conv") and n.args[0] == image for n in model.parsed.nodes)
+
+
+@pytest.mark.parametrize("name", ["nnunet_plain_2d", "monai_unet_3d"])
+def test_lowered_for_gpu_and_tpu_every_conv_is_a_convolution(name):
+    """The accelerator programs: one `stablehlo.convolution` per conv node forward; the
+    train step (bf16, remat) also convolves the input and kernel gradients (3 per conv but
+    the input gradients of those reading the image) in bf16; no GEMM anywhere (the CPU kernels stay out)."""
+    make, first, _ = CASES[name]
+    model = unet_jax.import_torch(make().eval(), torch.randn(first))
+    convs = _conv_nodes(model)
+    size = tuple(first[2:])
+    for dtype, short in (("float32", "f32"), ("bfloat16", "bf16")):
+        program = programs.lower_eval_forward(model, 2, size, ("cuda", "tpu"), dtype)
+        for text in program.text.values():
+            assert programs.op_counts(text).get("stablehlo.dot_general", 0) == 0
+            assert programs.convolutions(text) == [(short, short, short)] * convs
+    model.train()
+    cfg, _ = resolve(TrainConfig(arch="imported", num_classes=model.config.num_classes, image_size=32,
+                                 dtype="bfloat16", remat=True))
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg, model, 10), wrt=nnx.Param)
+    program = programs.lower_train_step(cfg, model, optimizer, 2, size, ("cuda", "tpu"))
+    for text in program.text.values():
+        assert programs.op_counts(text).get("stablehlo.dot_general", 0) == 0
+        assert set(programs.convolutions(text)) == {("bf16", "bf16", "bf16")}
+        assert len(programs.convolutions(text)) == 3 * convs - _convs_of_the_image(model)
+
+
+@pytest.mark.slow
+def test_imported_model_fine_tunes_with_the_train_command(tmp_path):
+    """`unet-jax train --init-from` a saved imported model (MONAI keys start with "model.",
+    which must not be taken for a wrapper prefix); another class count is refused."""
+    from unet_jax.cli.main import main
+    torch.manual_seed(6)
+    module = _monai().UNet(2, 3, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="batch").eval()
+    unet_jax.save(unet_jax.import_torch(module, torch.zeros(1, 3, 64, 64)), tmp_path / "saved")
+    code = main(["train", "--init-from", str(tmp_path / "saved"), "--data", "synthetic", "--epochs", "1",
+                 "--workdir", str(tmp_path / "run"), "--no-progress"])
+    assert code == 0
+    tuned = unet_jax.load(tmp_path / "run")
+    assert type(tuned).__name__ == "ImportedNet"
+    assert not np.array_equal(unet_jax.to_torch_state_dict(tuned)["model.0.conv.unit0.conv.weight"],
+                              module.state_dict()["model.0.conv.unit0.conv.weight"].numpy())
+    with pytest.raises(ValueError, match="imported network keeps the class count"):
+        adapt(tuned, num_classes=5)

@@ -81,6 +81,9 @@ def _config_for(arch_name: str | None, checkpoint, overrides: dict):
         config = registry.make_config(arch.name, **stated[1])
     elif arch_name is None:
         arch, config = infer_arch(shapes, prefix=checkpoint.prefix, label=checkpoint.label)
+    elif not registry.get_arch(arch_name).listed:  # imported: the graph comes with the options
+        arch = registry.get_arch(arch_name)
+        return arch, registry.make_config(arch.name, **overrides)
     else:
         arch = registry.get_arch(arch_name)
         known = recognize.recognize({checkpoint.prefix + k: v for k, v in shapes.items()})
@@ -117,6 +120,11 @@ def load_torch_with_report(source: str | os.PathLike | Mapping, arch: str | None
                             "and imported through torch.export"]}
         return model, report, state
     checkpoint = smp_hub.read_folder(Path(source)) if folder else read_state_dict(source)
+    if arch is not None and not registry.get_arch(arch).listed and checkpoint.prefix:
+        # an imported net's keys are its module's own: a "model." prefix is part of them
+        checkpoint.tensors = {checkpoint.prefix + k: v for k, v in checkpoint.tensors.items()}
+        checkpoint.notes = [n for n in checkpoint.notes if not n.startswith("prefix ")]
+        checkpoint.prefix = ""
     state, label = checkpoint.tensors, checkpoint.label
     spec, cfg = _config_for(arch, checkpoint, config)
     try:

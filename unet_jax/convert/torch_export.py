@@ -8,7 +8,6 @@ the model's config and the state_dict loaded through the strict key-map engine."
 import collections
 import dataclasses
 
-import numpy as np
 from flax import nnx
 
 from unet_jax.convert.engine import load_into
@@ -30,7 +29,6 @@ class UnsupportedModuleError(ValueError):
 class Captured:
     graph: dict
     state: dict  # state_dict name -> np.ndarray (params and persistent buffers)
-    constants: dict  # non-persistent buffers and tensor constants
     num_classes: int
     in_channels: int
     notes: list
@@ -165,7 +163,7 @@ def capture(module, example) -> Captured:
         raise _refuse(module, found)
 
     signature = ep.graph_signature
-    state_dict, constants, entries, placeholders = {}, {}, [], {}
+    state_dict, entries, placeholders = {}, [], {}
     user_input = None
     kinds = {"PARAMETER": "param", "BUFFER": "buffer", "CONSTANT_TENSOR": "constant"}
     for spec in signature.input_specs:
@@ -178,9 +176,11 @@ def capture(module, example) -> Captured:
         entry = kinds[kind] if spec.persistent is not False else "constant"
         tensor = ep.state_dict.get(spec.target) if entry != "constant" else ep.constants[spec.target]
         array = to_numpy(tensor)  # a copy: the module may go on training
-        (state_dict if entry != "constant" else constants)[spec.target] = array
+        if entry != "constant":
+            state_dict[spec.target] = array
         entries.append({"name": spec.target, "kind": entry, "shape": list(array.shape),
-                        "dtype": str(array.dtype)})
+                        "dtype": str(array.dtype),
+                        **({"data": graph_format.encode_array(array)} if entry == "constant" else {})})
         placeholders[spec.arg.name] = spec.target
     nodes = []
     by_name = {n.name: n for n in ep.graph.nodes}
@@ -202,7 +202,7 @@ def capture(module, example) -> Captured:
              "state": entries, "placeholders": placeholders, "nodes": nodes,
              "output": _output_spec(ep, out_node)}
     classes = main_output_channels([tuple(t.shape) for t in outputs]) if outputs else 1
-    return Captured(graph, state_dict, constants, classes, example.shape[1], notes)
+    return Captured(graph, state_dict, classes, example.shape[1], notes)
 
 
 def _norm_attrs(module, node, path: str, placeholders: dict, state_dict: dict) -> dict:
@@ -246,8 +246,5 @@ def import_torch(module, example, *, dtype=None, origin: dict | None = None) -> 
     model, _ = load_into(lambda: build(config), key_map(config), captured.state,
                          target=f"imported {type(module).__name__}",
                          source=f"{type(module).__name__}.state_dict()", strict=True, dtype=dtype)
-    for name, value in captured.constants.items():
-        variable = model.variable(name)
-        variable[...] = np.asarray(value).astype(variable[...].dtype)
     model.eval()
     return model

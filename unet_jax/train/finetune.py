@@ -33,6 +33,10 @@ def adapt(model: nnx.Module, *, seed: int = 0, **changes) -> tuple[nnx.Module, l
     target = dataclasses.replace(model.config, **upstream)
     if target == model.config:
         return model, []
+    if not arch.listed:
+        raise ValueError("an imported network keeps the class count and input channels of its "
+                         "torch module: change the head (or first layer) in torch and import it "
+                         f"again ({', '.join(f'{k} {v}' for k, v in changes.items())} asked)")
     old = to_torch_state_dict(model)
     new = to_torch_state_dict(build.build(target, seed=seed))
     layer = lambda key: key.rsplit(".", 1)[0]  # noqa: E731

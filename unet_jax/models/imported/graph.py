@@ -12,13 +12,17 @@ JSON data that needs neither torch nor the package that defined the module.
 An argument is JSON, with `{"$": name}` for another node's value and `{"dtype": name}` for
 a torch dtype. `input.dims` gives per torch dimension an exact size or [min, max] (null: no
 upper bound). `kind` is "param" (nn.Parameter), "buffer" (a persistent buffer: in the
-state_dict) or "constant" (non-persistent buffers and tensor constants the forward uses).
+state_dict) or "constant" (non-persistent buffers and tensor constants the forward uses; not
+in the state_dict, so their values travel in the graph: `data`, base64 of the C-order bytes).
 """
 
+import base64
 import dataclasses
 import functools
 import json
 from typing import Any
+
+import numpy as np
 
 FORMAT = 1
 KINDS = ("param", "buffer", "constant")
@@ -30,6 +34,17 @@ class StateEntry:
     kind: str
     shape: tuple[int, ...]
     dtype: str
+    data: str | None = None  # a constant's value (encode_array)
+
+    def value(self) -> np.ndarray | None:
+        if self.data is None:
+            return None
+        raw = np.frombuffer(base64.b64decode(self.data), np.dtype(self.dtype))
+        return raw.reshape(self.shape)
+
+
+def encode_array(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +68,8 @@ class Graph:
         self.source: str = data["source"]
         self.input_name: str = data["input"]["name"]
         self.dims: list = data["input"]["dims"]
-        self.state = [StateEntry(e["name"], e["kind"], tuple(e["shape"]), e["dtype"]) for e in data["state"]]
+        self.state = [StateEntry(e["name"], e["kind"], tuple(e["shape"]), e["dtype"], e.get("data"))
+                      for e in data["state"]]
         self.placeholders: dict[str, str] = data["placeholders"]
         self.nodes = [Node(n["name"], n["op"], tuple(n["args"]), n["kwargs"], n["module"], n["attrs"])
                       for n in data["nodes"]]

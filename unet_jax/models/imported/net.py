@@ -99,7 +99,9 @@ class ImportedNet(nnx.Module):
                 if not hasattr(node, part):
                     setattr(node, part, Module())
                 node = getattr(node, part)
-            value = jnp.zeros(entry.shape, _dtype(entry.dtype))
+            stored = entry.value()
+            value = (jnp.zeros(entry.shape, _dtype(entry.dtype)) if stored is None
+                     else jnp.asarray(stored, _dtype(entry.dtype)))
             setattr(node, parts[-1], _variable(entry.kind)(value))
         self.dropout_key = DropoutKey(jax.random.key_data(rngs.params()))
         self.use_running_average = False
