@@ -4,6 +4,10 @@ parity of every arch on the device, the JAX vs torch bench (bf16 against torch A
 one markdown table in OUT_DIR. Parts that would pass the deadline are reported as not run.
 
     python scripts/accelerator_check.py OUT_DIR [--minutes 7.5]
+    python scripts/accelerator_check.py OUT_DIR --dry-run   # every path on the CPU, tiny, < 2 min
+
+`--dry-run` runs the same functions on whatever device JAX has (the CPU in the test suite)
+at tiny widths and sizes, two archs, so a run on a GPU can only fail for GPU reasons.
 """
 
 import argparse
@@ -21,8 +25,27 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+# The real check: every arch at upstream widths, the bench at batch 16 x 512, 20 loop steps.
+FULL = {"archs": None, "batch": 16, "size": 512, "repeats": 3, "parity_size": 256,
+        "imported": {"2d": (8, (2, 3, 96, 128)), "3d": (4, (1, 2, 32, 48, 40))},
+        "loop": ["--size", "512", "--batch", "16", "--images", "512", "--threads", "8",
+                 "--torch-workers", "8", "--steps", "20"]}
+# The dry run: the same code paths, tiny.
+DRY = {"archs": {"imgseg_unet": {"base_width": 8},
+                 "smp_unet": {"encoder_name": "resnet18", "encoder_depth": 3,
+                              "decoder_channels": (16, 16, 8)}},
+       "batch": 2, "size": 32, "repeats": 1, "parity_size": 32,
+       "imported": {"2d": (4, (2, 2, 20, 24)), "3d": (2, (1, 2, 9, 12, 10))},
+       "loop": ["--size", "32", "--batch", "2", "--images", "8", "--threads", "1",
+                "--torch-workers", "0", "--steps", "2", "--model", '{"base_width": 8}']}
 
-def parity(report: dict, deadline: float) -> None:
+
+def archs(plan: dict) -> dict:
+    from unet_jax import registry
+    return plan["archs"] or {arch: {} for arch in registry.list_models()}
+
+
+def parity(report: dict, deadline: float, plan: dict) -> None:
     """Every arch at upstream widths, fp32: JAX (matmul precision highest) vs torch on the
     same GPU with TF32 off, outputs within the fp32 tolerance."""
     import torch
@@ -34,12 +57,12 @@ def parity(report: dict, deadline: float) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = report.setdefault("parity", [])
-    for arch in registry.list_models():
+    for arch, options in archs(plan).items():
         if time.time() > deadline:
             rows.append({"arch": arch, "status": "not run (time)"})
             continue
-        config = registry.make_config(arch)
-        h, w = bench.bench_size(arch, 256)
+        config = registry.make_config(arch, **options)
+        h, w = bench.bench_size(arch, plan["parity_size"])
         ref = harness.random_reference(config, seed=0)
         options = {"deep_supervision": True} if getattr(config, "deep_supervision", False) else {}
         model = unet_jax.load_torch({k: v.numpy() for k, v in ref.state_dict().items()}, **options)
@@ -57,19 +80,49 @@ def parity(report: dict, deadline: float) -> None:
                      "tolerance": harness.TOLERANCE["float32"],
                      "status": "pass" if worst <= harness.TOLERANCE["float32"] else "FAIL"})
         print(f"parity {arch}: {worst:.2e}", flush=True)
+    imported_parity(rows, deadline, plan, device)
 
 
-def bench(report: dict, deadline: float, dtype: str, torch_compile: bool, out: Path) -> None:
-    from unet_jax import registry
+def imported_parity(rows: list, deadline: float, plan: dict, device) -> None:
+    """Imported networks (unet_jax.import_torch of plain-torch U-Nets, 2-D and 3-D, every
+    uncommon op option) against torch on the same device."""
+    import torch
+
+    import unet_jax
+    from unet_jax.parity import harness, user_nets
+    for dims, (width, shape) in plan["imported"].items():
+        name = f"imported UserUNet {dims}"
+        if time.time() > deadline:
+            rows.append({"arch": name, "status": "not run (time)"})
+            continue
+        torch.manual_seed(0)
+        module = user_nets.UserUNet(in_channels=shape[1], dims=int(dims[0]), width=width,
+                                    norm="batch" if dims == "2d" else "instance").eval()
+        harness.randomize_weights(module, moderate=True)
+        model = unet_jax.import_torch(module, torch.zeros(shape))
+        x = torch.randn(shape)
+        with torch.no_grad():
+            want = module.to(device)(x.to(device))["logits"].cpu().numpy()
+        with jax.default_matmul_precision("highest"):
+            got = np.asarray(jax.jit(lambda m, x: m(x)["logits"])(model, jax.numpy.asarray(
+                np.moveaxis(x.numpy(), 1, -1))))
+        worst = float(np.abs(got - np.moveaxis(want, 1, -1)).max() / max(1.0, np.abs(want).max()))
+        rows.append({"arch": name, "input": "x".join(map(str, shape)), "max_rel": worst,
+                     "tolerance": harness.TOLERANCE["float32"],
+                     "status": "pass" if worst <= harness.TOLERANCE["float32"] else "FAIL"})
+        print(f"parity {name}: {worst:.2e}", flush=True)
+
+
+def bench(report: dict, deadline: float, dtype: str, torch_compile: bool, out: Path, plan: dict) -> None:
     from unet_jax.parity import bench as B
     rows = report.setdefault(f"bench_{dtype}", [])
-    for arch in registry.list_models():
+    for arch, options in archs(plan).items():
         if time.time() > deadline:
             rows.append({"arch": arch, "status": "not run (time)"})
             continue
         try:
-            row = B.bench_arch(arch, batch=16, size=512, dtype=dtype, repeats=3,
-                               torch_compile=torch_compile)
+            row = B.bench_arch(arch, batch=plan["batch"], size=plan["size"], dtype=dtype,
+                               repeats=plan["repeats"], torch_compile=torch_compile, options=options)
             rows.append(dict(dataclasses.asdict(row), status="ok"))
             print(f"bench {dtype} {arch}: train ratio {row.train_ratio:.2f}", flush=True)
         except Exception as e:  # noqa: BLE001 (one arch failing must not lose the others)
@@ -77,17 +130,16 @@ def bench(report: dict, deadline: float, dtype: str, torch_compile: bool, out: P
         (out / "accelerator_check.json").write_text(json.dumps(report, indent=2, default=str))
 
 
-def loop(report: dict, deadline: float, out: Path) -> None:
+def loop(report: dict, deadline: float, out: Path, plan: dict) -> None:
     budget = int(deadline - time.time())
-    if budget < 60:
+    if budget < (10 if plan is DRY else 60):
         report["loop"] = {"status": "not run (time)"}
         return
     import importlib.util
     # albumentations (with opencv, 61 MB) is not in the GPU image and too big to carry
     augment = "basic" if importlib.util.find_spec("albumentations") else "none"
-    cmd = [sys.executable, "scripts/bench_loop.py", "--size", "512", "--batch", "16",
-           "--images", "512", "--threads", "8", "--torch-workers", "8", "--steps", "20",
-           "--augment", augment, "--json", str(out / "loop.json")]
+    cmd = [sys.executable, "scripts/bench_loop.py", *plan["loop"], "--augment", augment,
+           "--json", str(out / "loop.json")]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=min(budget, 150))
         report["loop"] = (json.loads((out / "loop.json").read_text()) if done.returncode == 0
@@ -120,9 +172,11 @@ def markdown(report: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     loop_ = report.get("loop", {})
     if "torch_loop" in loop_:
-        lines += ["", "Training loop (imgseg_unet, 512x512, batch 16, JPEG folder, augmentation "
-                  f"{loop_.get('augment')!r}): "
-                  f"JAX {loop_['jax_loop_threads8']:.0f} img/s (step-only "
+        threads = next(k for k in loop_ if k.startswith("jax_loop_threads"))
+        lines += ["", f"Training loop (imgseg_unet, {loop_.get('size')}x{loop_.get('size')}, batch "
+                  f"{loop_.get('batch')}, JPEG folder, augmentation {loop_.get('augment')!r}, "
+                  f"{threads.removeprefix('jax_loop_threads')} data threads): "
+                  f"JAX {loop_[threads]:.0f} img/s (step-only "
                   f"{loop_['jax_step_only']:.0f}), torch DataLoader(8 workers) "
                   f"{loop_['torch_loop']:.0f} img/s (step-only {loop_['torch_step_only']:.0f})."]
     else:
@@ -134,7 +188,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path)
     p.add_argument("--minutes", type=float, default=7.5)
+    p.add_argument("--dry-run", action="store_true",
+                   help="every code path at tiny widths and sizes (on the CPU: under 2 minutes)")
     args = p.parse_args()
+    plan = DRY if args.dry_run else FULL
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     deadline = start + 60 * args.minutes
@@ -143,10 +200,10 @@ def main() -> int:
               "versions": f"jax {jax.__version__}, torch {torch.__version__}, "
                           f"Python {platform.python_version()}"}
     share = 60 * args.minutes / 7.5  # of the default 7.5 minutes: 1.5 parity, 3.5 bf16, ...
-    parity(report, start + 1.5 * share)
-    bench(report, start + 5.0 * share, "bf16", True, args.out)
-    loop(report, start + 6.5 * share, args.out)
-    bench(report, deadline, "fp32", False, args.out)
+    parity(report, start + 1.5 * share, plan)
+    bench(report, start + 5.0 * share, "bf16", True, args.out, plan)
+    loop(report, start + 6.5 * share, args.out, plan)
+    bench(report, deadline, "fp32", False, args.out, plan)
     report["seconds"] = time.time() - start
     (args.out / "accelerator_check.json").write_text(json.dumps(report, indent=2, default=str))
     table = markdown(report)

@@ -105,7 +105,7 @@ def peak_tflops_of(device_kind: str, dtype: str) -> float | None:
 
 
 def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
-               torch_compile: bool, peak_tflops: float | None = None) -> Row:
+               torch_compile: bool, peak_tflops: float | None = None, options: dict | None = None) -> Row:
     import jax
     import jax.numpy as jnp
     import torch
@@ -129,7 +129,7 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     tdev = torch.device("cuda" if on_gpu else "cpu")
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
 
-    config = registry.make_config(arch)
+    config = registry.make_config(arch, **(options or {}))  # options: e.g. small widths
     h, w = bench_size(arch, size)
     torch_model = harness.random_reference(config, seed=0)
     model = unet_jax.load_torch({k: v.numpy() for k, v in torch_model.state_dict().items()})
