@@ -35,7 +35,8 @@ def nets():
     from unet_jax.convert.torch_packages import import_smp
     smp = import_smp()
     image = (2, 3, 256, 256)
-    yield "smp_unet", "smp Unet(resnet34)", lambda: smp.Unet("resnet34", encoder_weights=None, classes=2), image
+    yield "smp_unet", "smp Unet(resnet34)", lambda: smp.Unet("resnet34", encoder_weights=None, classes=2), \
+        image
     yield "smp_fpn", "smp FPN(resnet34)", lambda: smp.FPN("resnet34", encoder_weights=None, classes=2), image
     from monai.networks.nets import BasicUNet
     yield "monai_basic", "MONAI BasicUNet 2-D", lambda: BasicUNet(2, 3, 2), image
