@@ -53,15 +53,17 @@ def main() -> int:
     print(f"`unet-jax train --arch A --epochs {args.epochs}{''.join(' ' + a for a in extra)}`, "
           f"{' '.join(f'{k}={v}' for k, v in ENV.items())}; goal: val mIoU >= {args.goal} "
           f"at epoch {args.epochs}\n")
-    print(f"| arch | image size | lr | warm-up | loss | val mIoU, epochs 1-{args.epochs} | time | goal |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| arch | image size | lr | schedule | warm-up | loss | val mIoU, epochs 1-{args.epochs} | time "
+          "| goal |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for arch in archs:
         mious, applied, seconds, error = run(arch, args.epochs, Path(args.workdir) / arch, extra)
         ok = len(mious) >= args.epochs and mious[args.epochs - 1] >= args.goal
         failed += not ok
         shown = " ".join(f"{m:.3f}" for m in mious) or "-"
         print(f"| {arch} | {applied.get('image_size', '?')} | {applied.get('lr', 0):.0e} | "
-              f"{applied.get('warmup_epochs', '?')} | {applied.get('loss', '?')} | {shown} | "
+              f"{applied.get('schedule', '?')} | {applied.get('warmup_epochs', '?')} | "
+              f"{applied.get('loss', '?')} | {shown} | "
               f"{seconds:.0f} s | {'PASS' if ok else 'FAIL'} |", flush=True)
         if error:
             print(error, file=sys.stderr)

@@ -360,3 +360,26 @@ def test_imported_model_fine_tunes_with_the_train_command(tmp_path):
                               module.state_dict()["model.0.conv.unit0.conv.weight"].numpy())
     with pytest.raises(ValueError, match="imported network keeps the class count"):
         adapt(tuned, num_classes=5)
+
+
+SMP_ARCHS = ["Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "PAN", "DeepLabV3",
+             "DeepLabV3Plus", "UPerNet"]
+SMP_ENCODERS = ["efficientnet-b0", "timm-efficientnet-b0", "resnext50_32x4d", "mobilenet_v2",
+                "vgg16_bn", "mit_b0", "tu-convnext_tiny", "mobileone_s0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, encoder", [(a, "resnet34") for a in SMP_ARCHS]
+                         + [("Segformer", "mit_b0")] + [("Unet", e) for e in SMP_ENCODERS])
+def test_smp_zoo_float32_parity_at_two_sizes(name, encoder):
+    """segmentation_models_pytorch's architectures with resnet34 (Segformer with its mit_b0)
+    and Unet with other encoder families, weights far from defaults, fp32 at two sizes (PAN's
+    pyramid needs 128 px and more)."""
+    smp = _smp()
+    torch.manual_seed(7)
+    module = getattr(smp, name)(encoder, encoder_weights=None, classes=3).eval()
+    harness.randomize_weights(module, moderate=True)
+    first = 128 if name == "PAN" else 64
+    model = unet_jax.import_torch(module, torch.randn(1, 3, first, first))
+    for shape in ((1, 3, first, first), (2, 3, first + 32, 2 * first)):
+        _compare(model, module, torch.randn(shape), TOL["float32"])

@@ -29,7 +29,7 @@ class TrainConfig:
     out_of_range: str = "error"  # mask values >= num_classes (not ignore_index): error | ignore
     train_samples: int = 256  # synthetic only: samples in the training split
     val_samples: int = 64  # synthetic only: samples in the validation split
-    batch_size: int = 16  # global batch, split evenly over all devices
+    batch_size: int = 0  # global batch, split evenly over all devices (0: the arch's default)
     epochs: int = 10  # passes over the training split
     optimizer: str = "adamw"  # sgd | adam | adamw
     lr: float = 0.0  # peak learning rate (0: the arch's default)

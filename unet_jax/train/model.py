@@ -3,6 +3,7 @@ fine-tuned (`unet_jax.train.finetune`)."""
 
 import dataclasses
 
+import jax
 from flax import nnx
 
 from unet_jax import registry
@@ -31,6 +32,9 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, nnx.Module | None]:
     for name, unset in (("image_size", 0), ("lr", 0.0), ("warmup_epochs", -1.0), ("loss", "")):
         if getattr(cfg, name) == unset:
             filled[name] = arch_defaults[name]
+    if cfg.batch_size == 0:  # the arch's, rounded up to split evenly over the devices
+        devices = jax.device_count()
+        filled["batch_size"] = -(-arch_defaults["batch_size"] // devices) * devices
     return dataclasses.replace(cfg, **filled), source
 
 
