@@ -51,14 +51,15 @@ def jax_times(model, x, repeats: int):
     graphdef, state = nnx.split(model)
     infer = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
     model.train()
-    graphdef_t, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef_t, state_t = nnx.split(model)
 
     @jax.jit
-    def grad(params, rest, x):
-        return jax.grad(lambda p: jnp.mean(nnx.merge(graphdef_t, p, rest)(x) ** 2))(params)
+    def grad(state, x):
+        m = nnx.merge(graphdef_t, state)
+        return nnx.state(nnx.grad(lambda m: jnp.mean(m(x) ** 2))(m), nnx.Param)
 
     ci, ti = _median(lambda: jax.block_until_ready(infer(state, x)), repeats)
-    cg, tg = _median(lambda: jax.block_until_ready(grad(params, rest, x)), repeats)
+    cg, tg = _median(lambda: jax.block_until_ready(grad(state_t, x)), repeats)
     return ti, tg, ci, cg
 
 

@@ -127,13 +127,15 @@ def _channel_shape(x: T) -> tuple[int, ...]:
 
 
 def _normalize(x: T, mean, var, eps, weight, bias, acc):
-    """(x - mean) / sqrt(var + eps) * weight + bias, in `acc`, back in x's dtype."""
-    y = (x.a.astype(acc) - mean) * jax.lax.rsqrt(var + jnp.asarray(eps, acc))
+    """(x - mean) / sqrt(var + eps) * weight + bias as one multiply-add per element (the
+    per-channel scale and shift computed first), in `acc`, back in x's dtype."""
+    scale = jax.lax.rsqrt(var + jnp.asarray(eps, acc))
     if weight is not None:
-        y = y * weight.a.astype(acc).reshape(_channel_shape(x))
+        scale = scale * weight.a.astype(acc).reshape(_channel_shape(x))
+    shift = -mean * scale
     if bias is not None:
-        y = y + bias.a.astype(acc).reshape(_channel_shape(x))
-    return like(x, y.astype(x.dtype))
+        shift = shift + bias.a.astype(acc).reshape(_channel_shape(x))
+    return like(x, (x.a.astype(acc) * scale + shift).astype(x.dtype))
 
 
 def _update(ctx, names: dict, mean, var, count: int):
@@ -468,6 +470,9 @@ def _nearest_axis(a, axis: int, out: int, scale, exact: bool):
     n = a.shape[axis]
     if out == n:
         return a
+    k = out // n
+    if out == k * n and k & (k - 1) == 0 and not exact and (not scale or scale == k):
+        return jnp.repeat(a, k, axis=axis)  # a power-of-two factor: floor(dst / k) exactly
     ratio = np.float32(1.0 / scale if scale else n / out)
     dst = np.arange(out, dtype=np.float32)
     src = np.floor((dst + np.float32(0.5)) * ratio) if exact else np.floor(dst * ratio)
