@@ -116,6 +116,7 @@ VARIANTS = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat
 @pytest.mark.parametrize("arch, dtype, remat", [
     (arch, dtype, remat) for arch in sorted(SMALL) for dtype, remat in VARIANTS
     if arch in FULL_MATRIX or (dtype, remat) in (VARIANTS[0], VARIANTS[3])])
+@pytest.mark.slow
 def test_train_step_as_an_accelerator_host_traces_it(arch, dtype, remat, accelerator_host):
     _check_train_step(arch, dtype, remat)
 

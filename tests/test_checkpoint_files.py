@@ -68,6 +68,7 @@ UPSTREAMS = [  # (arch, file name as the upstream names it, how it saves)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, name, save", UPSTREAMS, ids=[u[0] for u in UPSTREAMS])
 def test_upstream_training_checkpoints_load_with_parity(arch, name, save, tmp_path):
     module = reference(arch)

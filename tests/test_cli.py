@@ -78,6 +78,7 @@ def test_convert_refuses_a_non_empty_directory(checkpoint, tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_parity_command_reports_outputs_and_layers(checkpoint):
     r = cli("parity", checkpoint[0], "--size", "48x32", "--batch", "2", "--json")
     assert r.returncode == 0, r.stderr
@@ -141,6 +142,7 @@ def test_train_command_runs_and_logs(tmp_path):
     assert any((tmp_path / "xla").iterdir()), "the train step was not put in the compilation cache"
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_files(tmp_path):
     from unet_jax.parity.references import bubbliiiing
     torch.manual_seed(0)
@@ -165,6 +167,7 @@ def test_pretrained_backbone_files(tmp_path):
         unet_jax.create_model("imgseg_unet", backbone_weights=smp)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["resnet18", "resnet34", "resnet50"])
 def test_smp_encoders_take_torchvision_imagenet_files(encoder, tmp_path):
     """smp's usual start (`encoder_weights="imagenet"`): a torchvision ResNet file fills the

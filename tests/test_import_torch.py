@@ -112,7 +112,11 @@ def _torch_tree(out, rank: int):
     return type(out)(_torch_tree(v, rank) for v in out)
 
 
-@pytest.mark.parametrize("name", list(CASES))
+FAST = {"user_unet_2d", "nnunet_plain_2d"}  # the fast loop's two; every case in the full suite
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in CASES])
 def test_float32_parity_at_two_sizes(name):
     make, first, second = CASES[name]
     torch.manual_seed(0)
@@ -213,6 +217,7 @@ def test_unsupported_ops_are_listed_with_their_modules_before_anything_is_built(
     assert "fft" in text
 
 
+@pytest.mark.slow
 def test_saved_imported_model_loads_and_runs_without_torch(tmp_path):
     make, first, _ = CASES["nnunet_plain_3d"]
     torch.manual_seed(4)

@@ -100,6 +100,7 @@ def test_float64_parity_with_weights_far_from_defaults(arch):
         _assert_parity(ref, model, sizes, harness.TOLERANCE["float64"], np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(SMALL))
 def test_parity_of_the_accelerator_program_on_cpu(arch, monkeypatch):
     """With the CPU kernels off this machine runs the plain `jax.lax` program GPUs and TPUs

@@ -98,6 +98,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert logs[0] == logs[1]
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     import signal
     import time
