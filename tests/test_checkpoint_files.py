@@ -80,6 +80,7 @@ def test_upstream_training_checkpoints_load_with_parity(arch, name, save, tmp_pa
         assert report["notes"] == ["state_dict found under ['model_state']", "prefix 'module.' removed"]
 
 
+@pytest.mark.slow
 def test_whole_model_pickle_from_a_script_loads_without_its_classes(tmp_path):
     """torch.save(model) in a training script: the classes live in its __main__, which the
     loading process does not have; nothing is imported, the weights are read."""

@@ -130,6 +130,7 @@ def test_load_rejects_foreign_directories(tmp_path):
         unet_jax.load(tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_train_command_runs_and_logs(tmp_path):
     r = cli("train", "--arch", "imgseg_unet", "--model", "base_width=4", "--image-size", "32",
             "--train-samples", "16", "--val-samples", "8", "--batch-size", "8", "--epochs", "1",

@@ -86,6 +86,7 @@ def one_error(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_an_smp_folder_is_a_model_for_parity_predict_export_and_train(files, tmp_path, capsys,
                                                                       monkeypatch):
     root, state = files

@@ -69,6 +69,7 @@ def test_workdir_loads_best_and_latest_and_records_the_model(run):
         unet_jax.load(workdir, which="last")
 
 
+@pytest.mark.slow
 def test_export_and_parity_of_a_workdir(run, tmp_path):
     workdir, _ = run
     r = cli("export", workdir, "-o", tmp_path / "trained.pth", "--which", "latest")
