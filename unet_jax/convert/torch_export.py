@@ -7,6 +7,7 @@ the model's config and the state_dict loaded through the strict key-map engine."
 
 import collections
 import dataclasses
+import warnings
 
 from flax import nnx
 
@@ -241,6 +242,8 @@ def import_torch(module, example, *, dtype=None, origin: dict | None = None) -> 
     (JSON data) is recorded in the model's config and saved with it.
     """
     captured = capture(module, example)
+    for note in captured.notes:  # e.g. a static export: other sizes will be refused
+        warnings.warn(f"import_torch: {note}", stacklevel=2)
     config = ImportedConfig(graph_format.dumps(captured.graph), captured.num_classes,
                             captured.in_channels, graph_format.dumps(origin or {}))
     model, _ = load_into(lambda: build(config), key_map(config), captured.state,
