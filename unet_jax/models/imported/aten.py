@@ -402,7 +402,7 @@ def max_pool_with_indices(ctx, *args, **kwargs):
     return (max_pool(ctx, *args, **kwargs), None)
 
 
-def _divisors(n, k, s, p, ceil, include_pad, out):
+def _divisors(n, k, s, p, include_pad, out):
     starts = np.arange(out) * s - p
     ends = np.minimum(starts + k, n + p)
     full = ends - starts
@@ -429,7 +429,7 @@ def avg_pool(ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_includ
     divisor = np.ones((), np.float64)
     for axis, (n, k, s, p, (out, _)) in enumerate(zip(sizes, kernel, stride, padding, geometry,
                                                       strict=True)):
-        d = _divisors(n, k, s, p, ceil_mode, count_include_pad, out)
+        d = _divisors(n, k, s, p, count_include_pad, out)
         divisor = divisor[..., None] * d.reshape((1,) * axis + (-1,)) if axis else d.astype(np.float64)
     return channels_last(total / jnp.asarray(divisor[..., None], xs.dtype))
 
@@ -583,14 +583,14 @@ def _torch(fn):
     return lambda ctx, x, *args, **kw: T(fn(x.torch(), *args, **kw))
 
 
-def _size(x, shape):
+def _size(shape):
     return tuple(int(s) for s in shape)
 
 
 OPS.update({
-    "aten.view.default": _torch(lambda a, shape: a.reshape(_size(a, shape))),
-    "aten.reshape.default": _torch(lambda a, shape: a.reshape(_size(a, shape))),
-    "aten._unsafe_view.default": _torch(lambda a, shape: a.reshape(_size(a, shape))),
+    "aten.view.default": _torch(lambda a, shape: a.reshape(_size(shape))),
+    "aten.reshape.default": _torch(lambda a, shape: a.reshape(_size(shape))),
+    "aten._unsafe_view.default": _torch(lambda a, shape: a.reshape(_size(shape))),
     "aten.permute.default": _torch(lambda a, dims: jnp.transpose(a, [d % a.ndim for d in dims])),
     "aten.transpose.int": _torch(lambda a, d0, d1: jnp.swapaxes(a, d0, d1)),
     "aten.t.default": _torch(lambda a: a.T),
