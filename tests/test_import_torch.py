@@ -23,6 +23,7 @@ import unet_jax.convert.model_folders
 from unet_jax import programs
 from unet_jax.convert import torch_packages as upstream
 from unet_jax.convert.torch_export import UnsupportedModuleError
+from unet_jax.kernels import cpu as cpu_kernels
 from unet_jax.parity import harness, user_nets
 from unet_jax.train import TrainConfig
 from unet_jax.train.finetune import adapt
@@ -141,7 +142,8 @@ def test_float64_parity_with_weights_far_from_defaults(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["user_unet_2d", "user_unet_3d_instance", "monai_unet_3d"])
+@pytest.mark.parametrize("name", ["user_unet_2d", "user_unet_3d_instance", "monai_unet_3d",
+                                  "nnunet_plain_2d"])
 def test_two_sgd_steps_in_train_mode_equal_torch(name):
     """Batch statistics, running-statistic updates (momentum 0.1 and None, InstanceNorm's
     tracked statistics), num_batches_tracked and the gradients of two SGD steps."""
@@ -187,6 +189,78 @@ def test_state_dict_goes_back_into_the_torch_class_bit_exact():
                           strict=True)
     for key, value in module.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("name", ["nnunet_plain_2d", "nnunet_plain_3d", "user_unet_2d"])
+def test_convolution_weights_are_held_spatial_axes_first_and_no_call_transposes_them(name):
+    make, first, _ = CASES[name]
+    module = make().eval()
+    model = unet_jax.import_torch(module, torch.randn(first))
+    graphdef, state = nnx.split(model)
+    held = dict(state.flat_state())
+    used = []  # the convolutions the forward runs, under their first names
+    for path, sub in module.named_modules():
+        if isinstance(sub, torch.nn.modules.conv._ConvNd):
+            sub.register_forward_hook(lambda m, i, o, path=path: used.append((path, m)))
+    module(torch.randn(first))
+    assert used
+    for path, conv in used:
+        weight = conv.weight
+        array = held[tuple(unet_jax.models.imported.net.flax_path(path + ".weight").split("."))].get_value()
+        spatial = tuple(range(2, weight.ndim))
+        torch_axes = (*spatial, 0, 1) if conv.transposed else (*spatial, 1, 0)
+        assert array.shape == tuple(weight.shape[i] for i in torch_axes), path
+    x = jnp.zeros((first[0], *first[2:], first[1]))
+    with cpu_kernels.disabled():  # the accelerator program (a CPU kernel may lay weights out its own way)
+        jaxpr = jax.make_jaxpr(lambda state, x: nnx.merge(graphdef, state)(x))(state, x).jaxpr
+    params = set(jaxpr.invars[:-1])
+    transposed = [e for e in jaxpr.eqns if e.primitive.name == "transpose" and e.invars[0] in params]
+    assert not transposed, [e.invars[0].aval.shape for e in transposed]
+
+
+def test_a_tensor_the_module_holds_under_several_names_is_one_parameter():
+    # each conv is also registered as all_modules.0 and under decoder.encoder
+    make, first, _ = CASES["nnunet_plain_2d"]
+    torch.manual_seed(5)
+    module = make().eval()
+    harness.randomize_weights(module)
+    model = unet_jax.import_torch(module, torch.randn(first))
+    unique = {t.data_ptr() for t in module.state_dict().values() if t.numel()}
+    assert len(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)).flat_state()) == len(unique)
+    exported = unet_jax.to_torch_state_dict(model)
+    assert exported.keys() == module.state_dict().keys()
+    for key, value in module.state_dict().items():
+        np.testing.assert_array_equal(exported[key], value.numpy(), err_msg=key)
+    alias = "decoder.encoder.stages.0.0.convs.0.conv.weight"
+    assert alias in exported
+    bad = {**exported, alias: exported[alias] + 1}
+    with pytest.raises(unet_jax.convert.engine.ConversionError, match=f"{alias}: .*different values"):
+        unet_jax.convert.engine.load_into(lambda: unet_jax.models.imported.ImportedNet(
+            **vars(model.config), rngs=nnx.Rngs(0)), unet_jax.models.imported.key_map(model.config),
+            bad, target="imported", source="state_dict")
+
+
+def test_a_graph_written_before_held_layouts_still_reads():
+    make, first, _ = CASES["nnunet_plain_2d"]
+    torch.manual_seed(4)
+    module = make().eval()
+    harness.randomize_weights(module)
+    x = torch.randn(first)
+    model = unet_jax.import_torch(module, x)
+    data = json.loads(model.config.graph)
+    assert any(e.get("layout") == "kernel" for e in data["state"])
+    data["format"] = 1
+    for entry in data["state"]:
+        entry.pop("layout", None)
+    old = unet_jax.models.imported.ImportedConfig(unet_jax.models.imported.graph.dumps(data),
+                                                   model.config.num_classes, model.config.in_channels)
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    loaded, _ = unet_jax.convert.engine.load_into(
+        lambda: unet_jax.models.imported.ImportedNet(**vars(old), rngs=nnx.Rngs(0)),
+        unet_jax.models.imported.key_map(old), state, target="format 1", source="state_dict")
+    loaded.eval()
+    xj = jnp.asarray(_channels_last(x))
+    np.testing.assert_array_equal(np.asarray(loaded(xj)), np.asarray(model(xj)))
 
 
 def test_a_size_the_network_cannot_take_is_named():

@@ -1,7 +1,8 @@
 """One engine that applies a key map in both directions.
 
 Import: every torch key must match exactly one rule (or an explicit ignore pattern), every
-Param/BatchStat leaf of the model must be assigned exactly once, shapes and dtype kinds
+Param/BatchStat leaf of the model must be assigned exactly once (keys a rule names as
+aliases of one tensor must agree), shapes and dtype kinds
 must agree; all problems are collected and raised together. Export is the exact inverse.
 """
 
@@ -87,7 +88,12 @@ def load_into(make_model: Callable[[], nnx.Module], rules: list[Rule],
         if np.issubdtype(want.dtype, np.floating) != np.issubdtype(array.dtype, np.floating):
             mismatched.append(f"{key}: checkpoint dtype {array.dtype}, model expects {want.dtype}")
             continue
-        values[path] = rule.transform.to_flax(array)
+        value = rule.transform.to_flax(array)
+        if path in values and not np.array_equal(values[path], value):
+            mismatched.append(f"{key}: the module holds it as the same tensor as another key, "
+                              "but the checkpoint gives them different values")
+            continue
+        values[path] = value
         report["mapped"].append(key)
 
     missing = []
@@ -128,4 +134,6 @@ def export_state(model: nnx.Module, rules: list[Rule]) -> dict[str, np.ndarray]:
             raise AssertionError(f"model leaf {dotted!r} has no rule in the key map")
         rule, key = hit
         out[key] = np.array(rule.transform.to_torch(np.asarray(var.get_value())), order="C")
+        for alias in rule.aliases:  # torch lists a shared tensor under each of its names
+            out[alias] = out[key].copy()
     return out

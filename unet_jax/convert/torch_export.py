@@ -163,28 +163,36 @@ def capture(module, example) -> Captured:
     if found:
         raise _refuse(module, found)
 
-    signature = ep.graph_signature
     state_dict, entries, placeholders = {}, [], {}
+    by_name = {n.name: n for n in ep.graph.nodes}
     user_input = None
     kinds = {"PARAMETER": "param", "BUFFER": "buffer", "CONSTANT_TENSOR": "constant"}
-    for spec in signature.input_specs:
+    specs = []
+    for spec in ep.graph_signature.input_specs:
         kind = spec.kind.name
         if kind == "USER_INPUT":
             user_input = spec.arg.name
             continue
         if kind not in kinds:
             raise UnsupportedModuleError(f"graph input {spec.arg.name} of kind {kind} is not supported")
-        entry = kinds[kind] if spec.persistent is not False else "constant"
+        specs.append((spec, kinds[kind] if spec.persistent is not False else "constant"))
+    groups = _shared_tensors(module, [s for s, kind in specs if kind != "constant"])
+    for spec, entry in specs:
         tensor = ep.state_dict.get(spec.target) if entry != "constant" else ep.constants[spec.target]
         array = to_numpy(tensor)  # a copy: the module may go on training
+        group = groups.get(spec.target, [spec])
+        placeholders[spec.arg.name] = group[0].target
         if entry != "constant":
             state_dict[spec.target] = array
+        if group[0] is not spec:
+            continue  # another name of a tensor already listed
+        layout = _held_layout([by_name[s.arg.name] for s in group]) if entry != "constant" else "torch"
         entries.append({"name": spec.target, "kind": entry, "shape": list(array.shape),
                         "dtype": str(array.dtype),
+                        **({"layout": layout} if layout != "torch" else {}),
+                        **({"aliases": [s.target for s in group[1:]]} if len(group) > 1 else {}),
                         **({"data": graph_format.encode_array(array)} if entry == "constant" else {})})
-        placeholders[spec.arg.name] = spec.target
     nodes = []
-    by_name = {n.name: n for n in ep.graph.nodes}
     for node in ep.graph.nodes:
         if node.op != "call_function":
             continue
@@ -192,7 +200,7 @@ def capture(module, example) -> Captured:
         path, cls = _module_of(node)
         attrs = {}
         if name in NORMS:
-            attrs = _norm_attrs(module, node, path, placeholders, state_dict)
+            attrs = _norm_attrs(module, node, path, placeholders, {e["name"] for e in entries})
         nodes.append({"name": node.name, "op": name, "args": _encode(list(node.args)),
                       "kwargs": {k: _encode(v) for k, v in node.kwargs.items() if k not in DROPPED_KWARGS},
                       "module": path, "attrs": attrs})
@@ -206,8 +214,50 @@ def capture(module, example) -> Captured:
     return Captured(graph, state_dict, classes, example.shape[1], notes)
 
 
-def _norm_attrs(module, node, path: str, placeholders: dict, state_dict: dict) -> dict:
-    """momentum (None: the cumulative average) and the running buffers' names of a
+def _shared_tensors(module, specs: list) -> dict[str, list]:
+    """{state_dict name: the specs of every name of its tensor} for tensors the module holds
+    under several names, in state_dict order (the first names the entry)."""
+    held = module.state_dict(keep_vars=True)
+    order = {name: i for i, name in enumerate(held)}
+    by_tensor: dict = {}
+    for spec in specs:
+        t = held.get(spec.target)
+        if t is None or t.numel() == 0:
+            continue
+        identity = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        by_tensor.setdefault(identity, []).append(spec)
+    groups = {}
+    for group in by_tensor.values():
+        if len(group) > 1:
+            group = sorted(group, key=lambda s: order[s.target])
+            groups.update({s.target: group for s in group})
+    return groups
+
+
+def _held_layout(placeholders: list) -> str:
+    """"kernel" / "kernel_t" for a weight whose every use is the weight of a convolution /
+    transposed convolution (held with its spatial axes first), else "torch"."""
+    layouts = set()
+    for user in (u for p in placeholders for u in p.users):
+        placeholder = next(p for p in placeholders if p in (*user.args, *user.kwargs.values()))
+        name = op_name(user.target) if user.op == "call_function" else ""
+        uses = [a is placeholder for a in (*user.args, *user.kwargs.values())]
+        if name.startswith(("aten.conv1d", "aten.conv2d", "aten.conv3d")):
+            layout = "kernel"
+        elif name.startswith("aten.conv_transpose"):
+            layout = "kernel_t"
+        elif name == "aten.convolution.default":
+            layout = "kernel_t" if user.args[6] else "kernel"
+        else:
+            return "torch"
+        if uses != [i == 1 for i in range(len(uses))]:
+            return "torch"
+        layouts.add(layout)
+    return layouts.pop() if len(layouts) == 1 else "torch"
+
+
+def _norm_attrs(module, node, path: str, placeholders: dict, entries: set) -> dict:
+    """momentum (None: the cumulative average) and the running buffers' entry names of a
     BatchNorm / InstanceNorm node."""
     import torch
     arg = node.args[3] if len(node.args) > 3 else None
@@ -226,7 +276,7 @@ def _norm_attrs(module, node, path: str, placeholders: dict, state_dict: dict) -
         return {"momentum": momentum}
     stem = running.removesuffix("running_mean")
     buffers = {"running_mean": running, "running_var": stem + "running_var"}
-    if stem + "num_batches_tracked" in state_dict and not instance:
+    if stem + "num_batches_tracked" in entries and not instance:
         buffers["num_batches_tracked"] = stem + "num_batches_tracked"
     return {"momentum": momentum, "buffers": buffers}
 

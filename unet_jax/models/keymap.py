@@ -42,8 +42,11 @@ class Rule:
     flax: str
     transform: Transform = IDENTITY
     optional: bool = False  # may be absent from a checkpoint; then the model's value is kept
+    aliases: tuple[str, ...] = ()  # further torch keys of the same tensor (literal names)
 
     def match_torch(self, key: str) -> str | None:
+        if key in self.aliases:
+            return self.flax
         return _match(self.torch, self.flax, key)
 
     def match_flax(self, path: str) -> str | None:

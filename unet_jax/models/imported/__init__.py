@@ -11,16 +11,22 @@ from unet_jax.models.imported.net import ImportedConfig, ImportedNet, flax_path
 ARCH = "imported"
 
 
-def _stored_dtype(entry: graph.StateEntry) -> keymap.Transform:
-    if np.dtype(entry.dtype).kind == "f":
+def _held(entry: graph.StateEntry) -> keymap.Transform:
+    """torch's array <-> the model's: the entry's layout; integers back in torch's dtype."""
+    perm = entry.permutation
+    back = tuple(int(i) for i in np.argsort(perm))
+    dtype = None if np.dtype(entry.dtype).kind == "f" else entry.dtype
+    if perm == back == tuple(range(len(perm))) and dtype is None:
         return keymap.IDENTITY
-    return keymap.Transform(f"to {entry.dtype}", lambda a: a, lambda a, t=entry.dtype: a.astype(t))
+    return keymap.Transform(f"{entry.layout} {entry.dtype}", lambda a: a.transpose(perm),
+                            lambda a: (a if dtype is None else a.astype(dtype)).transpose(back))
 
 
 def key_map(config: ImportedConfig) -> list[keymap.Rule]:
-    """Every state_dict entry <-> the variable of the same name, in torch's layout."""
+    """Every state_dict entry <-> the variable of the same name, in the entry's layout (the
+    other names of a tensor the module shares under several names as its aliases)."""
     return [keymap.Rule(e.name, flax_path(e.name),
-                        _stored_dtype(e), optional=e.name.endswith("num_batches_tracked"))
+                        _held(e), optional=e.name.endswith("num_batches_tracked"), aliases=e.aliases)
             for e in graph.parse(config.graph).state if e.kind != "constant"]
 
 

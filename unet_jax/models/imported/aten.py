@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unet_jax import ops
-from unet_jax.models.imported.layout import T, aligned, channels_last, like, reduced
+from unet_jax.models.imported.layout import Kernel, T, aligned, channels_last, like, reduced
 from unet_jax.nn.conv import add_bias
 
 OPS: dict = {}
@@ -31,6 +31,13 @@ def op(*names: str):
 
 def _cast(w: T, x: T) -> jax.Array:
     return w.a.astype(x.dtype)
+
+
+def _weight(w, x: T, perm: tuple[int, ...]) -> jax.Array:
+    """A weight with torch's axes in the order `perm`, in x's dtype: as held when it is a
+    `Kernel` held so (no transpose in the program)."""
+    a = w.held(perm) if isinstance(w, Kernel) else jnp.transpose(w.a, perm)
+    return a.astype(x.dtype)
 
 
 def _acc(x: T):
@@ -67,7 +74,7 @@ def conv(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     kernel = w.shape[2:]
     stride, dilation = _tuple(stride, dn), _tuple(dilation, dn)
     pads = _conv_padding(padding, kernel, dilation)
-    k = jnp.transpose(_cast(w, x), (*range(2, w.rank), 1, 0))
+    k = _weight(w, x, (*range(2, w.rank), 1, 0))
     xs = x.last()
     if (dn == 2 and groups == 1 and set(dilation) == {1} and len(set(stride)) == 1
             and len({p for pair in pads for p in pair}) == 1):
@@ -86,16 +93,18 @@ def conv_transpose(ctx, x, w, b=None, stride=1, padding=0, output_padding=0, gro
     stride, padding = _tuple(stride, dn), _tuple(padding, dn)
     output_padding, dilation = _tuple(output_padding, dn), _tuple(dilation, dn)
     xs = x.last()
-    wa = _cast(w, x)
     if (dn == 2 and groups == 1 and set(dilation) == {1} and set(output_padding) == {0}
             and len(set(stride)) == 1 and len(set(padding)) == 1 and len(set(kernel)) == 1):
-        y = ops.conv_transpose2d(xs, jnp.transpose(wa, (2, 3, 0, 1)), stride[0], padding[0])
+        y = ops.conv_transpose2d(xs, _weight(w, x, (2, 3, 0, 1)), stride[0], padding[0])
     else:
         cin, cout_g = w.shape[0], w.shape[1]
-        # (g, I/g, O/g, *k) -> (*k, I/g, g, O/g) -> (*k, I/g, O), spatially flipped
-        k = jnp.reshape(wa, (groups, cin // groups, cout_g, *kernel))
-        k = jnp.transpose(k, (*range(3, 3 + dn), 1, 0, 2)).reshape(*kernel, cin // groups, groups * cout_g)
-        k = jnp.flip(k, axis=tuple(range(dn)))
+        if groups == 1:
+            k = _weight(w, x, (*range(2, w.rank), 0, 1))
+        else:  # (g, I/g, O/g, *k) -> (*k, I/g, g, O/g) -> (*k, I/g, O)
+            k = jnp.reshape(_weight(w, x, tuple(range(w.rank))), (groups, cin // groups, cout_g, *kernel))
+            k = jnp.transpose(k, (*range(3, 3 + dn), 1, 0, 2))
+            k = k.reshape(*kernel, cin // groups, groups * cout_g)
+        k = jnp.flip(k, axis=tuple(range(dn)))  # spatially flipped
         pads = [(d * (kk - 1) - p, d * (kk - 1) - p + op_)
                 for kk, d, p, op_ in zip(kernel, dilation, padding, output_padding, strict=True)]
         y = jax.lax.conv_general_dilated(xs, k, (1,) * dn, pads, lhs_dilation=stride,
@@ -113,7 +122,9 @@ def convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_padd
 
 @op("aten.linear.default")
 def linear(ctx, x, w, b=None):
-    y = jnp.matmul(x.torch(), _cast(w, x).T)
+    """F.linear: x @ w.T, the weight (O, I) contracted on its last axis as held."""
+    xa = x.torch()
+    y = jax.lax.dot_general(xa, _cast(w, x), (((xa.ndim - 1,), (1,)), ((), ())))
     return T(y if b is None else y + b.a.astype(y.dtype))
 
 

@@ -1,9 +1,10 @@
 """The stored form of an imported network: the ATen graph `torch.export` traced, as versioned
 JSON data that needs neither torch nor the package that defined the module.
 
-    {"format": 1, "source": "segmentation_models_pytorch...Unet",
+    {"format": 2, "source": "segmentation_models_pytorch...Unet",
      "input": {"name": "x", "dims": [[2, null], 3, [17, null], [17, null]]},
-     "state": [{"name": "encoder.conv1.weight", "kind": "param", "shape": [...], "dtype": "float32"}],
+     "state": [{"name": "encoder.conv1.weight", "kind": "param", "shape": [...], "dtype": "float32",
+                "layout": "kernel"}],
      "placeholders": {"p_encoder_conv1_weight": "encoder.conv1.weight", ...},
      "nodes": [{"name": "conv2d", "op": "aten.conv2d.default", "args": [{"$": "x"}, ...],
                 "kwargs": {}, "module": "encoder.conv1", "attrs": {}}, ...],
@@ -14,6 +15,12 @@ a torch dtype. `input.dims` gives per torch dimension an exact size or [min, max
 upper bound). `kind` is "param" (nn.Parameter), "buffer" (a persistent buffer: in the
 state_dict) or "constant" (non-persistent buffers and tensor constants the forward uses; not
 in the state_dict, so their values travel in the graph: `data`, base64 of the C-order bytes).
+A tensor the module holds under several names (one module registered in two places) is one
+entry, its other names in `aliases`. `layout` says how a parameter is held in the model
+(absent: "torch", torch's own layout): "kernel" for a weight only convolutions use, held
+(*k, I/g, O), and "kernel_t" for one only transposed convolutions use, held (*k, I, O/g), so
+no call transposes it. `shape` is torch's.
+Format 1 (before layouts) still reads.
 """
 
 import base64
@@ -24,8 +31,13 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)
 KINDS = ("param", "buffer", "constant")
+# torch's axis held at each model axis, per layout and rank
+LAYOUTS = {"torch": lambda r: tuple(range(r)),
+           "kernel": lambda r: (*range(2, r), 1, 0),
+           "kernel_t": lambda r: (*range(2, r), 0, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +47,17 @@ class StateEntry:
     shape: tuple[int, ...]
     dtype: str
     data: str | None = None  # a constant's value (encode_array)
+    layout: str = "torch"
+    aliases: tuple[str, ...] = ()  # further state_dict names of the same tensor
+
+    @property
+    def permutation(self) -> tuple[int, ...]:
+        """The torch axis held at each axis of the model's array."""
+        return LAYOUTS[self.layout](len(self.shape))
+
+    @property
+    def held_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[i] for i in self.permutation)
 
     def value(self) -> np.ndarray | None:
         if self.data is None:
@@ -62,14 +85,16 @@ class Graph:
     and models of equal configs share their compiled programs."""
 
     def __init__(self, data: dict):
-        if data.get("format") != FORMAT:
+        if data.get("format") not in READABLE:
             raise ValueError(f"imported graph format {data.get('format')!r}; this unet-jax reads "
-                             f"format {FORMAT}: import the torch module again with this version")
+                             f"formats {READABLE}: import the torch module again with this version")
         self.source: str = data["source"]
         self.input_name: str = data["input"]["name"]
         self.dims: list = data["input"]["dims"]
-        self.state = [StateEntry(e["name"], e["kind"], tuple(e["shape"]), e["dtype"], e.get("data"))
+        self.state = [StateEntry(e["name"], e["kind"], tuple(e["shape"]), e["dtype"], e.get("data"),
+                                 e.get("layout", "torch"), tuple(e.get("aliases", ())))
                       for e in data["state"]]
+        self.entries = {e.name: e for e in self.state}
         self.placeholders: dict[str, str] = data["placeholders"]
         self.nodes = [Node(n["name"], n["op"], tuple(n["args"]), n["kwargs"], n["module"], n["attrs"])
                       for n in data["nodes"]]

@@ -101,3 +101,33 @@ def aligned(values: list) -> tuple[list, bool]:
             padded = jnp.reshape(v.torch(), (1,) * (rank - v.rank) + v.shape)
             out.append(jnp.transpose(padded, to_last(rank)))
     return out, cl
+
+
+class Kernel:
+    """A convolution weight held with its spatial axes first (graph layouts "kernel" and
+    "kernel_t"): `a` the held array, `perm` the torch axis at each of its axes."""
+
+    __slots__ = ("a", "perm")
+
+    def __init__(self, a: jax.Array, perm: tuple[int, ...]):
+        self.a, self.perm = a, perm
+
+    @property
+    def rank(self) -> int:
+        return self.a.ndim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Torch's shape."""
+        return tuple(self.a.shape[i] for i in np.argsort(self.perm))
+
+    @property
+    def dtype(self):
+        return self.a.dtype
+
+    def torch(self) -> jax.Array:
+        return jnp.transpose(self.a, tuple(int(i) for i in np.argsort(self.perm)))
+
+    def held(self, perm: tuple[int, ...]) -> jax.Array:
+        """The array with torch's axes in the order `perm`."""
+        return self.a if perm == self.perm else jnp.transpose(self.torch(), perm)

@@ -1,5 +1,6 @@
 """ImportedNet: a torch network's exported ATen graph run in JAX, its parameters and
-buffers held under their state_dict names (torch's layout), channels-last in and out."""
+buffers held under their state_dict names (torch's layout, convolution weights with their
+spatial axes first), channels-last in and out."""
 
 import dataclasses
 
@@ -9,7 +10,7 @@ import numpy as np
 from flax import nnx
 
 from unet_jax.models.imported import aten, graph
-from unet_jax.models.imported.layout import T, channels_last
+from unet_jax.models.imported.layout import Kernel, T, channels_last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +101,7 @@ class ImportedNet(nnx.Module):
                     setattr(node, part, Module())
                 node = getattr(node, part)
             stored = entry.value()
-            value = (jnp.zeros(entry.shape, _dtype(entry.dtype)) if stored is None
+            value = (jnp.zeros(entry.held_shape, _dtype(entry.dtype)) if stored is None
                      else jnp.asarray(stored, _dtype(entry.dtype)))
             setattr(node, parts[-1], _variable(entry.kind)(value))
         self.dropout_key = DropoutKey(jax.random.key_data(rngs.params()))
@@ -125,7 +126,9 @@ class ImportedNet(nnx.Module):
         run = _Run(self, training=not self.use_running_average)
         env: dict = {g.input_name: channels_last(x)}
         for placeholder, name in g.placeholders.items():
-            env[placeholder] = T(self.variable(name)[...])
+            entry = g.entries[name]
+            held = self.variable(name)[...]
+            env[placeholder] = T(held) if entry.layout == "torch" else Kernel(held, entry.permutation)
         for node in g.nodes:
             run.node = node
             args = [_decode(a, env) for a in node.args]
