@@ -1,0 +1,128 @@
+"""nnU-Net's preprocessing of one case for a configuration of its plans (DefaultPreprocessor
+of nnunetv2 2.8.1): float32, axes reordered by `transpose_forward`, cropped to the non-zero
+region (all channels, holes filled), each channel normalised by its scheme, resampled to the
+configuration's spacing. `Prepared` keeps what the export needs to undo it."""
+
+import dataclasses
+
+import numpy as np
+
+from unet_jax.data.resampling import new_shape, resample
+
+EPS = 1e-8  # nnU-Net's normalisation floor for the standard deviation (float32 targets)
+SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization",
+           "RGBTo01Normalization")
+
+
+class PlansError(ValueError):
+    """plans.json asks for something this reproduction does not do."""
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A preprocessed case: `data` (C, *shape) float32 in the plans' axis order and spacing;
+    `spacing` the case's own (axis order of the plans); `shape_before_crop`, `bbox` (per
+    axis [start, stop)) and `shape_after_crop` to undo the crop and resampling."""
+
+    data: np.ndarray
+    spacing: tuple[float, ...]
+    shape_before_crop: tuple[int, ...]
+    bbox: list[list[int]]
+    shape_after_crop: tuple[int, ...]
+
+
+def configuration(plans: dict, name: str) -> dict:
+    """The configuration `name` of the plans with `inherits_from` resolved."""
+    configs = plans.get("configurations", {})
+    if name not in configs:
+        raise PlansError(f"plans.json has no configuration {name!r} (it has {', '.join(configs)})")
+    entry = dict(configs[name])
+    while "inherits_from" in entry:
+        parent = dict(configs[entry.pop("inherits_from")])
+        parent.update(entry)
+        entry = parent
+    return entry
+
+
+def target_spacing(config: dict, spacing) -> list[float]:
+    """The spacing a case is resampled to; a 2-D configuration keeps the case's first axis."""
+    target = list(config["spacing"])
+    return [spacing[0], *target] if len(target) < len(spacing) else target
+
+
+def check_supported(plans: dict, config: dict) -> None:
+    """PlansError for the preprocessing options this reproduction does not cover."""
+    problems = []
+    for key in ("resampling_fn_data", "resampling_fn_probabilities"):
+        if config.get(key, "resample_data_or_seg_to_shape") != "resample_data_or_seg_to_shape":
+            problems.append(f"{key} {config[key]!r}")
+        if config.get(key + "_kwargs", {}).get("force_separate_z") is not None:
+            problems.append(f"{key}_kwargs force_separate_z")
+    for scheme in config.get("normalization_schemes", ()):
+        if scheme not in SCHEMES:
+            problems.append(f"normalization {scheme!r}")
+    if config.get("preprocessor_name", "DefaultPreprocessor") != "DefaultPreprocessor":
+        problems.append(f"preprocessor {config['preprocessor_name']!r}")
+    if config.get("previous_stage"):
+        problems.append(f"a cascade stage (previous_stage {config['previous_stage']!r})")
+    if problems:
+        raise PlansError("this nnU-Net configuration uses " + ", ".join(problems) + "; unet-jax "
+                         "reproduces nnU-Net's default preprocessing (resample_data_or_seg_to_shape, "
+                         f"{', '.join(SCHEMES)}), not these")
+
+
+def nonzero_bbox(data: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+    """The bounding box [start, stop) per axis of the voxels non-zero in any channel (holes
+    filled; an empty volume keeps its whole extent) and that mask."""
+    from scipy.ndimage import binary_fill_holes
+    mask = binary_fill_holes(np.any(data != 0, axis=0))
+    bbox = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        bbox.append([int(hits[0]), int(hits[-1]) + 1] if len(hits) else [0, mask.shape[axis]])
+    return bbox, mask
+
+
+def normalize(image: np.ndarray, scheme: str, use_mask: bool, mask: np.ndarray, stats: dict) -> None:
+    """Normalise one channel (float32) in place as nnU-Net's scheme `scheme` does."""
+    if scheme == "ZScoreNormalization" and use_mask:
+        inside = image[mask]
+        image[mask] = (inside - inside.mean()) / max(inside.std(), EPS)
+    elif scheme == "ZScoreNormalization":
+        mean, std = image.mean(), image.std()
+        image -= mean
+        image /= max(std, EPS)
+    elif scheme == "CTNormalization":
+        np.clip(image, stats["percentile_00_5"], stats["percentile_99_5"], out=image)
+        image -= stats["mean"]
+        image /= max(stats["std"], EPS)
+    elif scheme == "RescaleTo01Normalization":
+        image -= image.min()
+        image /= np.clip(image.max(), EPS, None)
+    elif scheme == "RGBTo01Normalization":
+        if image.min() < 0 or image.max() > 255:
+            raise ValueError(f"RGBTo01Normalization needs values in 0..255, got {image.min()}..{image.max()}")
+        image /= 255.0
+
+
+def preprocess(data: np.ndarray, spacing, plans: dict, config: dict) -> Prepared:
+    """`data` (C, z, y, x) at `spacing` (z, y, x), as nnU-Net's DefaultPreprocessor."""
+    forward = plans["transpose_forward"]
+    data = data.astype(np.float32).transpose(0, *(a + 1 for a in forward))
+    spacing = tuple(float(spacing[a]) for a in forward)
+    before = tuple(data.shape[1:])
+    bbox, mask = nonzero_bbox(data)
+    box = tuple(slice(a, b) for a, b in bbox)
+    data, mask = data[(slice(None), *box)], mask[box]
+    after = tuple(data.shape[1:])
+    target = target_spacing(config, spacing)
+    schemes, masked = config["normalization_schemes"], config["use_mask_for_norm"]
+    if len(schemes) != data.shape[0]:
+        raise ValueError(f"the case has {data.shape[0]} channels; the plans normalise {len(schemes)}")
+    stats = plans.get("foreground_intensity_properties_per_channel", {})
+    for c in range(data.shape[0]):
+        normalize(data[c], schemes[c], masked[c], mask, stats.get(str(c), {}))
+    kwargs = config.get("resampling_fn_data_kwargs", {"order": 3, "order_z": 0})
+    data = resample(data, new_shape(after, spacing, target), spacing, target, kwargs["order"],
+                    kwargs["order_z"])
+    return Prepared(np.ascontiguousarray(data, np.float32), spacing, before, bbox, after)
