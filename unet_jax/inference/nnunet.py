@@ -28,7 +28,7 @@ from unet_jax.inference import sliding_window
 from unet_jax.inference.compiled import inference_jit
 
 
-class NotAnNnunetModel(ValueError):
+class NotNnunetModelError(ValueError):
     """A model that records no nnU-Net configuration (not imported from an nnU-Net folder)."""
 
 
@@ -37,7 +37,7 @@ def nnunet_origin(model) -> dict:
     configuration, mirroring axes)."""
     origin = json.loads(getattr(model.config, "origin", "{}") or "{}")
     if origin.get("kind") != "nnunet":
-        raise NotAnNnunetModel("this model was not imported from an nnU-Net model folder (it records "
+        raise NotNnunetModelError("this model was not imported from an nnU-Net model folder (it records "
                                "no plans): convert the nnU-Net folder with `unet-jax convert` first")
     return origin
 
