@@ -73,6 +73,23 @@ def conv_transpose2d(x: jax.Array, k: jax.Array, stride: int, padding: int) -> j
     return _with_cpu_kernel("conv_transpose2d", plain, x, k, stride=stride, padding=padding)
 
 
+def _conv_transpose_taps(x, k):
+    # a conv of the input dilated by the stride (= the kernel) with the flipped kernel, padded k - 1
+    dn = k.ndim - 2
+    s = "DHW"[3 - dn:]
+    return jax.lax.conv_general_dilated(x, jnp.flip(k, tuple(range(dn))), (1,) * dn,
+                                        [(n - 1, n - 1) for n in k.shape[:dn]], lhs_dilation=k.shape[:dn],
+                                        dimension_numbers=(f"N{s}C", f"{s}IO", f"N{s}C"))
+
+
+@_compiled_when_eager(arrays=2)
+def conv_transpose_taps(x: jax.Array, k: jax.Array) -> jax.Array:
+    """torch `F.conv_transpose{1,2,3}d` with stride equal to the kernel and no padding (taps
+    that do not overlap: nnU-Net's and MONAI's up-convolutions), channels-last, the weight
+    stored (*k, in, out)."""
+    return _with_cpu_kernel("conv_transpose_taps", _conv_transpose_taps, x, k)
+
+
 def _max_pool(x, kernel: int, stride: int, right_pad: tuple[int, int]):
     pad = ((0, 0), (0, right_pad[0]), (0, right_pad[1]), (0, 0))
     return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max,

@@ -10,6 +10,7 @@ from tqdm import tqdm
 from unet_jax import presets, registry
 from unet_jax.checkpoints.saved import ModelSourceError
 from unet_jax.checkpoints.sources import open_model, source_kind
+from unet_jax.cli import predict_volumes
 from unet_jax.cli.parsing import parse_size
 from unet_jax.data import datasets, imageio, layouts
 from unet_jax.inference import evaluation, palette
@@ -73,7 +74,8 @@ def _open(args):
 
 
 def cmd_predict(args) -> int:
-
+    if predict_volumes.wants_volumes(args):
+        return predict_volumes.cmd_predict_volumes(args, _check_output)
     _check_model(args)
     _check_output(args)
     files, unmatched = input_files(args.inputs)
@@ -184,7 +186,8 @@ def _prediction_flags(p) -> None:
 def add_parsers(sub) -> None:
     p = sub.add_parser("predict", help="images of any size -> class-id PNGs, overlays, probabilities")
     _prediction_flags(p)
-    p.add_argument("inputs", nargs="+", help="image files, folders or globs (PNG/JPEG/BMP/TIFF)")
+    p.add_argument("inputs", nargs="+", help="image files, folders or globs (PNG/JPEG/BMP/TIFF); "
+                   "for an nnU-Net model, NIfTI files or folders (CASE_0000.nii.gz per channel)")
     p.add_argument("-o", "--output", required=True,
                    help="folder for <name>.png (class ids, palette), legend.png (the class "
                         "colours) and, for a milesial "
@@ -192,12 +195,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--overlay", type=int, default=0, choices=(-1, 0, 1, 2),
                    help="<name>_overlay.png as bubbliiiing mix_type: 0 blended, 1 colours, "
                         "2 image where not background; -1 none")
-    p.add_argument("--probabilities", action="store_true", help="also <name>.npy (H, W, classes)")
+    p.add_argument("--probabilities", action="store_true", help="also <name>.npy (H, W, classes); "
+                   "for volumes <case>.npz (classes, z, y, x)")
     p.add_argument("--names", default="", help="class names for legend.png (the colours): "
                    f"comma-separated, or a dataset's ({', '.join(palette.LAYOUT_NAMES)}); "
                    "default: class k")
     p.add_argument("--half", action="store_true", help="probabilities as float16")
     p.add_argument("--chunk", type=int, default=8, help="images read and predicted together")
+    v = p.add_argument_group("volumes (an nnU-Net model folder, or its folds converted)")
+    v.add_argument("--folds", nargs="*", help="the folds to average (default: all)")
+    v.add_argument("--no-mirroring", dest="mirroring", action="store_false",
+                   help="skip the mirroring over the model's allowed axes")
+    v.add_argument("--step", type=float, default=0.5, help="sliding-window step, a fraction of the "
+                   "patch (nnU-Net's tile_step_size)")
     p.set_defaults(fn=cmd_predict)
 
     e = sub.add_parser("evaluate", help="IoU, recall, precision, mIoU, accuracy on a split")

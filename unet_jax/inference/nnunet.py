@@ -88,14 +88,18 @@ def _mirror_combinations(axes) -> list[tuple[int, ...]]:
 
 def _window_forward(combinations: list[tuple[int, ...]]):
     """The jitted logits of a batch of windows (B, *patch, C): the model's output and, for each
-    combination of spatial axes, that of the flipped input flipped back, averaged."""
+    combination of spatial axes, that of the flipped input flipped back, summed in nnU-Net's
+    order and averaged. The network runs once per variant in a loop (`lax.map`): compiled
+    once, one variant's activations alive at a time."""
+    flips = [tuple(a + 1 for a in combo) for combo in combinations]
 
     def forward(model, x):
-        logits = model(x)
-        for combo in combinations:
-            axes = tuple(a + 1 for a in combo)
-            logits = logits + jnp.flip(model(jnp.flip(x, axes)), axes)
-        return logits / (len(combinations) + 1)
+        variants = jnp.stack([x] + [jnp.flip(x, axes) for axes in flips])
+        outputs = jax.lax.map(model, variants)
+        logits = outputs[0]
+        for i, axes in enumerate(flips, 1):
+            logits = logits + jnp.flip(outputs[i], axes)
+        return logits / (len(flips) + 1)
 
     return inference_jit(forward)
 
@@ -195,3 +199,72 @@ class NnunetPredictor:
             np.savez_compressed(Path(str(output).removesuffix(".gz").removesuffix(".nii") + ".npz"),
                                 probabilities=probs)
         return seg
+
+
+def open_folds(path: str | Path, folds=None) -> list[nnx.Module]:
+    """The fold models at `path`: an nnU-Net trained-model folder (imported now; needs torch
+    and dynamic-network-architectures), a folder of `unet-jax convert`'s fold_N saved models,
+    or one saved model; `folds` picks some (names or numbers)."""
+    from unet_jax.checkpoints import sources
+    from unet_jax.checkpoints.saved import METADATA
+    from unet_jax.convert.api import load_nnunet
+    from unet_jax.convert.model_folders import is_nnunet_folder
+    path = Path(path)
+    wanted = None if folds is None else {str(f).removeprefix("fold_") for f in folds}
+    if is_nnunet_folder(path):
+        return list(load_nnunet(path, None if wanted is None else sorted(wanted)).values())
+    if (path / METADATA).is_file():
+        return [sources.load(path)]
+    saved = sorted(p for p in path.glob("fold_*") if (p / METADATA).is_file()) if path.is_dir() else []
+    if wanted is not None:
+        saved = [p for p in saved if p.name.removeprefix("fold_") in wanted]
+    if not saved:
+        raise NotNnunetModelError(f"{path} is not an nnU-Net model folder (plans.json, dataset.json, "
+                                  "fold_N/checkpoint_final.pth), a folder of converted fold_N models "
+                                  "or a saved nnU-Net model"
+                                  + (f" with folds {sorted(wanted)}" if wanted else ""))
+    return [sources.load(p) for p in saved]
+
+
+def is_volume_model(path: str | Path) -> bool:
+    """Whether `path` holds nnU-Net folds (`open_folds` takes it)."""
+    from unet_jax.checkpoints.saved import METADATA, read_json
+    from unet_jax.convert.model_folders import is_nnunet_folder
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    if is_nnunet_folder(path):
+        return True
+    metas = [path / METADATA] if (path / METADATA).is_file() else sorted(path.glob(f"fold_*/{METADATA}"))
+    for meta in metas[:1]:
+        try:
+            origin = json.loads(read_json(meta).get("config", {}).get("origin", "{}") or "{}")
+        except (ValueError, AttributeError):
+            return False
+        return origin.get("kind") == "nnunet"
+    return False
+
+
+def group_cases(files: list[Path], channels: int) -> list[tuple[str, list[Path]]]:
+    """Cases of NIfTI `files`: nnU-Net's CASE_0000.nii.gz, CASE_0001.nii.gz, ... grouped by
+    CASE (every channel present), or, for one channel or a 4-D file, one file per case."""
+    groups: dict[str, dict[int, Path]] = {}
+    singles = []
+    for f in files:
+        stem = nifti.strip_suffix(f.name)
+        head, _, index = stem.rpartition("_")
+        if head and len(index) == 4 and index.isdigit():
+            groups.setdefault(str(f.parent / head), {})[int(index)] = f
+        else:
+            singles.append((stem, [f]))
+    cases = []
+    for key, found in groups.items():
+        missing = [f"_{c:04d}" for c in range(channels) if c not in found]
+        extra = [f"_{c:04d}" for c in found if c >= channels]
+        if missing or extra:
+            raise ValueError(f"case {Path(key).name}: " + (f"missing channel file(s) {', '.join(missing)}"
+                             if missing else f"channel file(s) {', '.join(extra)} beyond the model's "
+                             f"{channels}") + f" (the model takes {channels} channel(s), one "
+                             "CASE_XXXX.nii.gz each)")
+        cases.append((Path(key).name, [found[c] for c in range(channels)]))
+    return sorted(cases + singles)

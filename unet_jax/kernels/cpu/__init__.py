@@ -17,6 +17,7 @@ from unet_jax.kernels.cpu import conv, pool, resample, transposed
 
 ENV = "UNET_JAX_CPU_KERNELS"
 _CHOOSERS = {"conv2d": conv.choose, "conv_transpose2d": transposed.choose,
+             "conv_transpose_taps": transposed.choose_taps,
              "max_pool": pool.choose, "upsample_bilinear2": resample.choose}
 
 

@@ -96,6 +96,9 @@ def conv_transpose(ctx, x, w, b=None, stride=1, padding=0, output_padding=0, gro
     if (dn == 2 and groups == 1 and set(dilation) == {1} and set(output_padding) == {0}
             and len(set(stride)) == 1 and len(set(padding)) == 1 and len(set(kernel)) == 1):
         y = ops.conv_transpose2d(xs, _weight(w, x, (2, 3, 0, 1)), stride[0], padding[0])
+    elif (groups == 1 and set(dilation) == {1} and set(output_padding) == {0} and set(padding) == {0}
+          and tuple(stride) == tuple(kernel)):
+        y = ops.conv_transpose_taps(xs, _weight(w, x, (*range(2, w.rank), 0, 1)))
     else:
         cin, cout_g = w.shape[0], w.shape[1]
         if groups == 1:
