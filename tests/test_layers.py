@@ -269,3 +269,24 @@ def test_winograd_phases_are_used_on_cpu_for_kernels_of_twice_the_stride(k, s, p
         x, w).compile().as_text()
     assert ("convolution" not in text) == winograd_phases
 
+
+
+@pytest.mark.parametrize("kernel", [(2,), (2, 3), (2, 2, 2), (1, 2, 3)])
+def test_non_overlapping_transposed_conv_of_any_rank_matches_torch_and_xla(kernel):
+    """ops.conv_transpose_taps (stride == kernel, no padding; the CPU's GEMM + depth-to-space)
+    against torch's ConvTranspose{1,2,3}d and XLA's dilated conv, forward and gradients."""
+    rng = np.random.default_rng(len(kernel))
+    dn = len(kernel)
+    x = rng.standard_normal((2, *(3 + i for i in range(dn)), 5)).astype(np.float32)
+    w = rng.standard_normal((*kernel, 5, 4)).astype(np.float32)
+    module = getattr(torch.nn, f"ConvTranspose{dn}d")(5, 4, kernel, stride=kernel, bias=False)
+    module.weight.data = torch.from_numpy(np.ascontiguousarray(w.transpose(dn, dn + 1, *range(dn))))
+    want = module(torch.from_numpy(np.moveaxis(x, -1, 1))).detach().numpy()
+    y, vjp = jax.vjp(ops.conv_transpose_taps, jnp.asarray(x), jnp.asarray(w))
+    np.testing.assert_allclose(np.moveaxis(np.asarray(y), -1, 1), want, atol=1e-5)
+    y_ref, vjp_ref = jax.vjp(ops._conv_transpose_taps, jnp.asarray(x), jnp.asarray(w))
+    dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, ref in zip(vjp(dy), vjp_ref(dy)):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(jnp.abs(ref).max()))
+    text = jax.jit(ops.conv_transpose_taps).lower(jnp.asarray(x), jnp.asarray(w)).compile().as_text()
+    assert "convolution(" not in text  # the CPU's GEMM, not the dilated conv

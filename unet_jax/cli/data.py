@@ -2,13 +2,16 @@
 
 import numpy as np
 
-from unet_jax.data import datasets, layouts
+from unet_jax.data import datasets, layouts, nifti, volume_layouts
 from unet_jax.data.imageio import IGNORE_INDEX
 
 SCAN = 200  # samples per split `unet-jax data` reads by default
 
 
 def cmd_data(args) -> int:
+    volumes = volume_layouts.detect(args.path) if args.layout in ("", "nnunet", "msd") else None
+    if volumes is not None:
+        return _report_volumes(volumes, args)
     found = layouts.detect(args.path, args.layout)
     print(f"layout:  {found.name} ({layouts.EXPECTED[found.name]})\nroot:    {found.root}\n"
           f"splits:  {', '.join(f'{k} {len(v)}' for k, v in found.splits.items())} "
@@ -41,6 +44,49 @@ def cmd_data(args) -> int:
     if len(problems) > 20:
         print(f"error:   ... and {len(problems) - 20} more")
     return 2 if problems else 0
+
+
+def _report_volumes(found: volume_layouts.VolumeLayout, args) -> int:
+    """Cases, channels, sizes, spacings and label values of a volume dataset (headers of every
+    case; the labels' voxels of up to --scan cases)."""
+    print(f"layout:  {found.name} (dataset.json + " + ("imagesTr/CASE_XXXX, labelsTr/CASE)" if found.name
+          == "nnunet" else "training / test lists)") + f"\nroot:    {found.root}\nchannels: "
+          + ", ".join(f"{k} {v}" for k, v in found.channels.items())
+          + f"\nlabels:  {', '.join(f'{k} {v}' for k, v in found.labels.items())}")
+    problems = list(found.problems)
+    for split, cases in found.splits.items():
+        sizes, spacings, values = [], [], set()
+        for i, case in enumerate(cases):
+            try:
+                size, spacing, seen = volume_layouts.survey(case, args.scan == 0 or i < args.scan)
+            except nifti.VolumeFileError as e:
+                problems.append(f"{split}: {e}")
+                continue
+            sizes.append(size)
+            spacings.append(spacing)
+            values |= seen
+        if not sizes:
+            print(f"{split}: {len(cases)} cases, none readable")
+            continue
+        print(f"{split}: {len(cases)} cases; size (z, y, x) {_spread(sizes, '{:g}')}; spacing "
+              f"{_spread(spacings, '{:.3g}')}"
+              + (f"; label values {_ranges(sorted(values))}" if values else ""))
+        declared = {v for v in found.labels.values() if isinstance(v, int)}
+        if values - declared and declared:
+            problems.append(f"{split}: label values {sorted(values - declared)} are not in "
+                            "dataset.json's labels")
+    for problem in problems[:20]:
+        print(f"error:   {problem}")
+    if len(problems) > 20:
+        print(f"error:   ... and {len(problems) - 20} more")
+    return 2 if problems else 0
+
+
+def _spread(rows: list, fmt: str) -> str:
+    """min / median / max per axis."""
+    a = np.asarray(rows, float)
+    return " x ".join("/".join(fmt.format(v) for v in (c.min(), np.median(c), c.max())) for c in a.T) + \
+        " (min/median/max)"
 
 
 def _ranges(values: list[int]) -> str:
