@@ -462,3 +462,16 @@ def test_smp_zoo_float32_parity_at_two_sizes(name, encoder):
     model = unet_jax.import_torch(module, torch.randn(1, 3, first, first))
     for shape in ((1, 3, first, first), (2, 3, first + 32, 2 * first)):
         _compare(model, module, torch.randn(shape), TOL["float32"])
+
+
+@pytest.mark.slow
+def test_smp_dpt_with_the_smallest_vit_float32_parity():
+    """smp's DPT over timm's vit_tiny_patch16_224: the ViT's position embeddings fix the size
+    at 224, so two batch sizes at that size (the export warns that it is static)."""
+    smp = _smp()
+    torch.manual_seed(8)
+    module = smp.DPT("tu-vit_tiny_patch16_224", encoder_weights=None, classes=3).eval()
+    harness.randomize_weights(module, moderate=True)
+    model = unet_jax.import_torch(module, torch.randn(1, 3, 224, 224))
+    for batch in (1, 2):
+        _compare(model, module, torch.randn(batch, 3, 224, 224), TOL["float32"])

@@ -614,6 +614,7 @@ OPS.update({
     "aten.squeeze.default": _torch(jnp.squeeze),
     "aten.expand.default": _torch(lambda a, shape, implicit=False: jnp.broadcast_to(
         a, tuple(a.shape[i - (len(shape) - a.ndim)] if s == -1 else s for i, s in enumerate(shape)))),
+    "aten.expand_as.default": lambda ctx, a, other: T(jnp.broadcast_to(a.torch(), other.shape)),
     "aten.repeat.default": _torch(lambda a, reps: jnp.tile(a, reps)),
     "aten.matmul.default": lambda ctx, a, b: T(jnp.matmul(a.torch(), b.torch())),
     "aten.bmm.default": lambda ctx, a, b: T(jnp.matmul(a.torch(), b.torch())),
