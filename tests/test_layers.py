@@ -290,3 +290,28 @@ def test_non_overlapping_transposed_conv_of_any_rank_matches_torch_and_xla(kerne
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(jnp.abs(ref).max()))
     text = jax.jit(ops.conv_transpose_taps).lower(jnp.asarray(x), jnp.asarray(w)).compile().as_text()
     assert "convolution(" not in text  # the CPU's GEMM, not the dilated conv
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [
+    ((3, 3, 3), (1, 1, 1), 1), ((1, 3, 3), (1, 2, 2), (0, 1, 1)), ((3, 3, 3), (2, 2, 2), 1),
+    ((3, 1, 3), (1, 1, 1), (2, 0, 1))])
+def test_conv3d_matches_torch_and_xla(kernel, stride, padding):
+    """ops.conv3d (on CPU: 2-D convolutions of the depth slices, one per depth tap, where the
+    depth stride is 1) against torch's Conv3d and XLA's 3-D conv, forward and gradients."""
+    rng = np.random.default_rng(sum(kernel))
+    x = rng.standard_normal((2, 7, 9, 8, 4)).astype(np.float32)
+    w = rng.standard_normal((*kernel, 4, 5)).astype(np.float32)
+    pads = (padding,) * 3 if isinstance(padding, int) else padding
+    want = torch.nn.functional.conv3d(torch.from_numpy(np.moveaxis(x, -1, 1)),
+                                      torch.from_numpy(np.ascontiguousarray(w.transpose(4, 3, 0, 1, 2))),
+                                      stride=stride, padding=pads).numpy()
+    pairs = tuple((p, p) for p in pads)
+    y, vjp = jax.vjp(lambda x, w: ops.conv3d(x, w, stride, pairs), jnp.asarray(x), jnp.asarray(w))
+    np.testing.assert_allclose(np.moveaxis(np.asarray(y), -1, 1), want, atol=1e-4)
+    y_ref, vjp_ref = jax.vjp(lambda x, w: ops._conv3d(x, w, stride, pairs), jnp.asarray(x), jnp.asarray(w))
+    dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, ref in zip(vjp(dy), vjp_ref(dy)):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(jnp.abs(ref).max()))
+    fn = jax.jit(lambda x, w: ops.conv3d(x, w, stride, pairs))
+    text = fn.lower(jnp.asarray(x), jnp.asarray(w)).compile().as_text()
+    assert ("dim_labels=b012f_012io" in text) == (stride[0] != 1)  # 3-D convs only for depth strides

@@ -73,6 +73,20 @@ def conv_transpose2d(x: jax.Array, k: jax.Array, stride: int, padding: int) -> j
     return _with_cpu_kernel("conv_transpose2d", plain, x, k, stride=stride, padding=padding)
 
 
+def _conv3d(x, k, stride: tuple, padding: tuple):
+    return jax.lax.conv_general_dilated(x, k, stride, padding,
+                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+
+@_compiled_when_eager(arrays=2)
+def conv3d(x: jax.Array, k: jax.Array, stride: tuple, padding: tuple) -> jax.Array:
+    """torch `F.conv3d(x, k, stride=stride)` channels-last, the weight stored (kd, kh, kw,
+    in, out), `padding` ((front, back), (top, bottom), (left, right)) zeros."""
+    stride, padding = tuple(stride), tuple(tuple(p) for p in padding)
+    plain = functools.partial(_conv3d, stride=stride, padding=padding)
+    return _with_cpu_kernel("conv3d", plain, x, k, stride=stride, padding=padding)
+
+
 def _conv_transpose_taps(x, k):
     # a conv of the input dilated by the stride (= the kernel) with the flipped kernel, padded k - 1
     dn = k.ndim - 2

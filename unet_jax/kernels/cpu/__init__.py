@@ -13,11 +13,11 @@ import os
 
 import jax
 
-from unet_jax.kernels.cpu import conv, pool, resample, transposed
+from unet_jax.kernels.cpu import conv, conv3d, pool, resample, transposed
 
 ENV = "UNET_JAX_CPU_KERNELS"
 _CHOOSERS = {"conv2d": conv.choose, "conv_transpose2d": transposed.choose,
-             "conv_transpose_taps": transposed.choose_taps,
+             "conv_transpose_taps": transposed.choose_taps, "conv3d": conv3d.choose,
              "max_pool": pool.choose, "upsample_bilinear2": resample.choose}
 
 

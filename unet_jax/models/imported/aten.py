@@ -79,6 +79,8 @@ def conv(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     if (dn == 2 and groups == 1 and set(dilation) == {1} and len(set(stride)) == 1
             and len({p for pair in pads for p in pair}) == 1):
         y = ops.conv2d(xs, k, stride[0], pads[0][0])
+    elif dn == 3 and groups == 1 and set(dilation) == {1}:
+        y = ops.conv3d(xs, k, tuple(stride), tuple(map(tuple, pads)))
     else:
         y = jax.lax.conv_general_dilated(xs, k, stride, pads, rhs_dilation=dilation,
                                          feature_group_count=groups, dimension_numbers=_numbers(dn))
