@@ -475,3 +475,28 @@ def test_smp_dpt_with_the_smallest_vit_float32_parity():
     model = unet_jax.import_torch(module, torch.randn(1, 3, 224, 224))
     for batch in (1, 2):
         _compare(model, module, torch.randn(batch, 3, 224, 224), TOL["float32"])
+
+
+class _WeightFromParts(torch.nn.Module):
+    """A conv weight assembled from two parameters in a list (torch.cat), one parameter used
+    both as a conv weight and elsewhere: both stay in torch's layout."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.randn(2, 3, 3, 3))
+        self.b = torch.nn.Parameter(torch.randn(2, 3, 3, 3))
+        self.c = torch.nn.Parameter(torch.randn(4, 4, 1, 1))
+
+    def forward(self, x):
+        y = torch.nn.functional.conv2d(x, torch.cat([self.a, self.b]), padding=1)
+        return torch.nn.functional.conv2d(y, self.c) + self.c.sum()
+
+
+def test_parameters_inside_lists_or_used_twice_keep_torchs_layout():
+    torch.manual_seed(9)
+    module = _WeightFromParts().eval()
+    x = torch.randn(1, 3, 8, 8)
+    model = unet_jax.import_torch(module, x)
+    layouts = {e["name"]: e.get("layout", "torch") for e in json.loads(model.config.graph)["state"]}
+    assert layouts == {"a": "torch", "b": "torch", "c": "torch"}
+    _compare(model, module, torch.randn(2, 3, 12, 8), TOL["float32"])

@@ -18,7 +18,8 @@ LAYERS = [("cli",), ("parity",), ("programs",), ("train",), ("inference", "check
 # torch side (`unet_jax.parity`), and JAX itself in the bench (XLA_FLAGS set before JAX starts).
 DEFERRED = {"torch", "torchvision", "albumentations", "tensorflow_datasets", "safetensors",
             "segmentation_models_pytorch", "monai", "dynamic_network_architectures", "PIL",
-            "matplotlib", "tensorboardX", "cv2", "inspect", "re", "argparse"}
+            "matplotlib", "tensorboardX", "cv2", "inspect", "re", "argparse",
+            "nibabel", "scipy", "skimage", "nnunetv2"}  # the volume path's, imported when used
 LAZY_JAX = {"unet_jax.parity.bench", "unet_jax.parity.bench_predict"}
 
 

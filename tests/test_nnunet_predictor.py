@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from unet_jax.cli.main import main
-from unet_jax.data import nifti
+from unet_jax.data import nifti, volume_layouts
 from unet_jax.data.nnunet_preprocessing import nonzero_bbox, preprocess
 from unet_jax.data.resampling import new_shape, resample
 from unet_jax.inference import nnunet, sliding_window
@@ -134,13 +134,49 @@ def test_nifti_case_keeps_geometry_and_channels(tmp_path):
         nifti.read_case([tmp_path / "bad.nii.gz"])
 
 
-def test_cases_are_grouped_by_channel_files_and_missing_ones_named(tmp_path):
+def test_cases_are_grouped_by_channel_files_and_problems_named():
     from pathlib import Path
     files = [Path(f"d/p1_000{c}.nii.gz") for c in range(2)] + [Path("d/p2_0000.nii.gz")]
-    with pytest.raises(ValueError, match="case p2: missing channel file.*_0001"):
-        nnunet.group_cases(files, 2)
-    assert nnunet.group_cases(files[:2], 2) == [("p1", files[:2])]
-    assert nnunet.group_cases([Path("d/scan.nii.gz")], 1) == [("scan", [Path("d/scan.nii.gz")])]
+    cases, problems = volume_layouts.group_cases(files, 2)
+    assert cases == [("p1", files[:2])]
+    assert len(problems) == 1 and "case p2" in problems[0] and "missing p2_0001" in problems[0]
+    assert volume_layouts.group_cases([Path("d/scan.nii.gz")], 1) == ([("scan", [Path("d/scan.nii.gz")])], [])
+    cases, problems = volume_layouts.group_cases([Path("a/c_0000.nii.gz"), Path("b/c_0000.nii.gz")], 1)
+    assert cases == [] and "case c is in 2 inputs" in problems[0] and "overwrite" in problems[0]
+
+
+def test_bad_options_and_missing_folds_are_refused(tmp_path):
+    from unet_jax.checkpoints.saved import METADATA
+    with pytest.raises(ValueError, match=r"step 2: .*\(0, 1\]"):
+        nnunet.NnunetPredictor([object()], step=2)
+    with pytest.raises(ValueError, match="batch -1"):
+        nnunet.NnunetPredictor([object()], batch=-1)
+    (tmp_path / "fold_0").mkdir()
+    (tmp_path / "fold_0" / METADATA).write_text("{}")
+    with pytest.raises(nnunet.NotNnunetModelError, match="no fold.*5; it has 0"):
+        nnunet.open_folds(tmp_path, ["0", "5"])
+
+
+def test_region_labels_follow_nnunets_rule():
+    regions = nnunet.Labels.of({"labels": {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enh": 3},
+                                "regions_class_order": [1, 2, 3]})
+    assert regions.heads == 3 and regions.regions == ([1, 2, 3], [2, 3], [3])
+    logits = np.full((3, 2, 2), -5, np.float16)
+    logits[0, 0] = 5  # "whole" only on the first row; "enh" painted last where all three
+    logits[:, 1, 1] = 5
+    seg, _ = regions.segmentation(logits, False)
+    np.testing.assert_array_equal(seg, [[1, 1], [0, 3]])
+    plain = nnunet.Labels.of({"labels": {"background": 0, "a": [1], "b": 2}})  # one-element lists: labels
+    assert plain.regions is None and plain.heads == 3
+    with pytest.raises(ValueError, match="0..K-1"):
+        nnunet.Labels.of({"labels": {"background": 0, "a": 2}})
+
+
+def test_a_2d_nifti_is_refused_by_name(tmp_path):
+    import nibabel as nib
+    nib.save(nib.Nifti1Image(np.zeros((5, 6), np.float32), np.eye(4)), str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(nifti.VolumeFileError, match="flat.nii.gz: a 2-D NIfTI image"):
+        nifti.read_case([tmp_path / "flat.nii.gz"])
 
 
 # --- the application against nnUNetPredictor ------------------------------------------------

@@ -80,8 +80,8 @@ def _conv3d(x, k, stride: tuple, padding: tuple):
 
 @_compiled_when_eager(arrays=2)
 def conv3d(x: jax.Array, k: jax.Array, stride: tuple, padding: tuple) -> jax.Array:
-    """torch `F.conv3d(x, k, stride=stride)` channels-last, the weight stored (kd, kh, kw,
-    in, out), `padding` ((front, back), (top, bottom), (left, right)) zeros."""
+    """torch `F.conv3d(x, k, stride=stride, padding=...)` channels-last, the weight stored
+    (kd, kh, kw, in, out), `padding` ((front, back), (top, bottom), (left, right)) zeros."""
     stride, padding = tuple(stride), tuple(tuple(p) for p in padding)
     plain = functools.partial(_conv3d, stride=stride, padding=padding)
     return _with_cpu_kernel("conv3d", plain, x, k, stride=stride, padding=padding)

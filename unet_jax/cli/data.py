@@ -9,7 +9,7 @@ SCAN = 200  # samples per split `unet-jax data` reads by default
 
 
 def cmd_data(args) -> int:
-    volumes = volume_layouts.detect(args.path) if args.layout in ("", "nnunet", "msd") else None
+    volumes = None if args.layout else volume_layouts.detect(args.path)
     if volumes is not None:
         return _report_volumes(volumes, args)
     found = layouts.detect(args.path, args.layout)

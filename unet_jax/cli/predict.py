@@ -179,7 +179,8 @@ def _prediction_flags(p) -> None:
     p.add_argument("--blend", choices=predict_lib.BLENDS, default="gaussian",
                    help="weights where windows overlap")
     p.add_argument("--tta", action="store_true", help="average with the flipped image's prediction")
-    p.add_argument("--batch", type=int, default=0, help="windows per call (default: 2 per local device)")
+    p.add_argument("--batch", type=int, default=0, help="windows per call (default: 2 per local device; "
+                   "volumes: 1 per local device)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 

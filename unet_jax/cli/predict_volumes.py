@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from unet_jax.data import nifti
+from unet_jax.data import nifti, volume_layouts
 from unet_jax.inference import nnunet
 
 
@@ -24,14 +24,13 @@ def volume_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def wants_volumes(args) -> bool:
-    """A model of nnU-Net folds, or NIfTI inputs."""
-    return nnunet.is_volume_model(args.model) or any(nifti.is_nifti(i) for i in args.inputs)
+    """An nnU-Net model folder (or its converted folds), or NIfTI inputs."""
+    return nnunet.is_volume_model(args.model) or any(
+        nifti.is_nifti(i) or (Path(i).is_dir() and any(nifti.is_nifti(p) for p in Path(i).iterdir()))
+        for i in args.inputs)
 
 
 def cmd_predict_volumes(args, check_output) -> int:
-    if not nnunet.is_volume_model(args.model):
-        raise ValueError(f"{args.model} holds no nnU-Net model: volumes (NIfTI) are predicted with an "
-                         "nnU-Net model folder, or its folds converted by `unet-jax convert`")
     check_output(args)
     files, unmatched = volume_files(args.inputs)
     for item in unmatched:
@@ -40,25 +39,28 @@ def cmd_predict_volumes(args, check_output) -> int:
         raise ValueError("no input volumes")
     predictor = nnunet.NnunetPredictor(nnunet.open_folds(args.model, args.folds or None),
                                        mirroring=args.mirroring, step=args.step, batch=args.batch)
-    cases = nnunet.group_cases(files, predictor.channels)
+    cases, problems = volume_layouts.group_cases(files, predictor.channels)
+    for problem in problems:
+        print(f"error:   {problem}; skipped", file=sys.stderr)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    ending = ".nii.gz"
     print(f"model:   nnU-Net {predictor.configuration_name}, folds {', '.join(map(str, predictor.folds))}; "
           f"{predictor.labels.heads} {'regions' if predictor.labels.regions else 'labels'}; patch "
           f"{'x'.join(map(str, predictor.patch))}, step {predictor.step}, mirroring axes "
           f"{list(predictor.mirror_axes) or 'none'}; {len(predictor.devices)} device(s)")
-    failed = list(unmatched)
+    failed = len(unmatched) + len(problems)
+    done = 0
     for name, channels in tqdm(cases, unit="case", disable=not args.progress):
         started = time.perf_counter()
+        target = out / f"{name}.nii.gz"
         try:
-            seg = predictor.predict_files(channels, out / f"{name}{ending}", args.probabilities)
-        except (nifti.VolumeFileError, ValueError) as e:
+            seg = predictor.predict_files(channels, target, args.probabilities)
+        except ValueError as e:  # a file that does not fit (VolumeFileError, PlansError among them)
             print(f"error:   {name}: {e}; skipped", file=sys.stderr)
-            failed.append(name)
+            failed += 1
             continue
-        print(f"case:    {name} ({len(channels)} file(s)) -> {out / (name + ending)} "
+        done += 1
+        print(f"case:    {name} ({len(channels)} file(s)) -> {target} "
               f"{'x'.join(map(str, seg.shape))}, {time.perf_counter() - started:.1f} s")
-    done = len(cases) - (len(failed) - len(unmatched))
-    print(f"done:    {done} case(s) -> {out}" + (f"; {len(failed)} failed" if failed else ""))
+    print(f"done:    {done} case(s) -> {out}" + (f"; {failed} failed" if failed else ""))
     return 2 if failed else 0

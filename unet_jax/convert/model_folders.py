@@ -83,7 +83,7 @@ def nnunet_network(plans: dict, dataset: dict, configuration: str):
         if kwargs.get(key) is not None:
             kwargs[key] = _locate(kwargs[key])
     network = _locate(arch["network_class_name"])
-    return network(input_channels=module_channels(dataset), num_classes=len(dataset["labels"]),
+    return network(input_channels=module_channels(dataset), num_classes=segmentation_heads(dataset),
                    **kwargs, deep_supervision=False), entry
 
 
@@ -120,6 +120,15 @@ def import_nnunet_folder(folder: Path, folds=None) -> dict[str, nnx.Module]:
         raise CheckpointError(f"{folder} has no fold_N/checkpoint_final.pth"
                               + (f" for folds {list(folds)}" if folds is not None else ""))
     return models
+
+
+def segmentation_heads(dataset: dict) -> int:
+    """The network's outputs for dataset.json's labels, as nnU-Net's LabelManager counts them:
+    one per label ("ignore" excepted), or one per foreground region where labels are regions."""
+    labels = {k: v for k, v in dataset["labels"].items() if k != "ignore"}
+    if any(isinstance(v, list | tuple) and len(v) > 1 for v in labels.values()):
+        return sum(1 for v in labels.values() if v not in (0, [0], (0,)))
+    return len(labels)
 
 
 def module_channels(dataset: dict) -> int:

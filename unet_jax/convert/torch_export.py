@@ -237,11 +237,14 @@ def _shared_tensors(module, specs: list) -> dict[str, list]:
 def _held_layout(placeholders: list) -> str:
     """"kernel" / "kernel_t" for a weight whose every use is the weight of a convolution /
     transposed convolution (held with its spatial axes first), else "torch"."""
+    import torch.utils._pytree as pytree
     layouts = set()
     for user in (u for p in placeholders for u in p.users):
-        placeholder = next(p for p in placeholders if p in (*user.args, *user.kwargs.values()))
         name = op_name(user.target) if user.op == "call_function" else ""
-        uses = [a is placeholder for a in (*user.args, *user.kwargs.values())]
+        leaves = pytree.tree_leaves((list(user.args), dict(user.kwargs)))
+        mine = [any(a is p for p in placeholders) for a in leaves]
+        if sum(mine) != 1 or len(user.args) < 2 or not any(user.args[1] is p for p in placeholders):
+            return "torch"  # used elsewhere than the weight slot (or inside a list)
         if name.startswith(("aten.conv1d", "aten.conv2d", "aten.conv3d")):
             layout = "kernel"
         elif name.startswith("aten.conv_transpose"):
@@ -249,8 +252,6 @@ def _held_layout(placeholders: list) -> str:
         elif name == "aten.convolution.default":
             layout = "kernel_t" if user.args[6] else "kernel"
         else:
-            return "torch"
-        if uses != [i == 1 for i in range(len(uses))]:
             return "torch"
         layouts.add(layout)
     return layouts.pop() if len(layouts) == 1 else "torch"

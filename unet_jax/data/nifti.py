@@ -7,6 +7,7 @@ affine of the case's first file, so spacing, orientation and origin are the inpu
 """
 
 import dataclasses
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +53,15 @@ def load(path: str | Path):
     nib = _nibabel()
     try:
         return nib.load(str(path))
-    except (OSError, nib.filebasedimages.ImageFileError, EOFError, ValueError) as e:
+    except (OSError, nib.filebasedimages.ImageFileError, EOFError, ValueError, zlib.error) as e:
         raise VolumeFileError(f"{path}: not a readable NIfTI file ({e})") from e
 
 
 def header_facts(image) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """(shape, spacing) of a nibabel image in (z, y, x) order, without reading its voxels."""
+    if len(image.shape) < 3:
+        raise VolumeFileError(f"a {len(image.shape)}-D NIfTI image {tuple(image.shape)}: volumes are 3-D "
+                              "(or 4-D with channels); predict 2-D images from PNG / TIFF files")
     shape = tuple(int(n) for n in image.shape[:3])
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
     return shape[::-1], zooms[::-1]
@@ -67,10 +71,8 @@ def voxels(image, path) -> np.ndarray:
     """The voxels of a 3-D image as float32 (z, y, x); a 4-D image gives (C, z, y, x)."""
     try:
         array = np.asarray(image.dataobj, dtype=np.float32)
-    except (OSError, EOFError, ValueError, MemoryError) as e:
+    except (OSError, EOFError, ValueError, MemoryError, zlib.error) as e:
         raise VolumeFileError(f"{path}: its voxels cannot be read ({e})") from e
-    if array.ndim == 2:
-        array = array[:, :, None]
     if array.ndim == 3:
         return array.transpose(2, 1, 0)
     if array.ndim == 4:  # the Decathlon's multi-modal files: (x, y, z, c)
@@ -86,7 +88,10 @@ def read_case(paths: list[str | Path]) -> Case:
     channels, reference, facts = [], None, None
     for path in paths:
         image = load(path)
-        found = header_facts(image)
+        try:
+            found = header_facts(image)
+        except VolumeFileError as e:
+            raise VolumeFileError(f"{path}: {e}") from None
         if reference is None:
             reference, facts = image, found
         elif found[0] != facts[0] or not np.allclose(found[1], facts[1], rtol=1e-4):

@@ -36,9 +36,14 @@ def configuration(plans: dict, name: str) -> dict:
     configs = plans.get("configurations", {})
     if name not in configs:
         raise PlansError(f"plans.json has no configuration {name!r} (it has {', '.join(configs)})")
-    entry = dict(configs[name])
+    entry, seen = dict(configs[name]), {name}
     while "inherits_from" in entry:
-        parent = dict(configs[entry.pop("inherits_from")])
+        parent_name = entry.pop("inherits_from")
+        if parent_name in seen or parent_name not in configs:
+            raise PlansError(f"configuration {name!r} inherits from {parent_name!r}, which is "
+                             + ("a cycle" if parent_name in seen else "not in plans.json"))
+        seen.add(parent_name)
+        parent = dict(configs[parent_name])
         parent.update(entry)
         entry = parent
     return entry
@@ -50,14 +55,27 @@ def target_spacing(config: dict, spacing) -> list[float]:
     return [spacing[0], *target] if len(target) < len(spacing) else target
 
 
-def check_supported(plans: dict, config: dict) -> None:
+READERS = ("SimpleITKIO", "NibabelIO")  # readers that keep the file's voxel order
+
+
+def check_supported(plans: dict, config: dict, name: str) -> None:
     """PlansError for the preprocessing options this reproduction does not cover."""
     problems = []
+    reader = plans.get("image_reader_writer", "SimpleITKIO")
+    if reader not in READERS:
+        problems.append(f"the reader {reader!r} (it reorients or reads other files)")
     for key in ("resampling_fn_data", "resampling_fn_probabilities"):
-        if config.get(key, "resample_data_or_seg_to_shape") != "resample_data_or_seg_to_shape":
-            problems.append(f"{key} {config[key]!r}")
-        if config.get(key + "_kwargs", {}).get("force_separate_z") is not None:
-            problems.append(f"{key}_kwargs force_separate_z")
+        if config.get(key) != "resample_data_or_seg_to_shape":
+            problems.append(f"{key} {config.get(key)!r}")
+        kwargs = config.get(key + "_kwargs", {})
+        if "force_separate_z" not in kwargs or kwargs["force_separate_z"] is not None or not {
+                "order", "order_z"} <= kwargs.keys():
+            problems.append(f"{key}_kwargs {kwargs} (order, order_z and force_separate_z None expected)")
+    stats = plans.get("foreground_intensity_properties_per_channel", {})
+    for c, scheme in enumerate(config.get("normalization_schemes", ())):
+        if scheme == "CTNormalization" and not {"mean", "std", "percentile_00_5", "percentile_99_5"} <= \
+                stats.get(str(c), {}).keys():
+            problems.append(f"CTNormalization of channel {c} without its intensity properties")
     for scheme in config.get("normalization_schemes", ()):
         if scheme not in SCHEMES:
             problems.append(f"normalization {scheme!r}")
@@ -66,7 +84,7 @@ def check_supported(plans: dict, config: dict) -> None:
     if config.get("previous_stage"):
         problems.append(f"a cascade stage (previous_stage {config['previous_stage']!r})")
     if problems:
-        raise PlansError("this nnU-Net configuration uses " + ", ".join(problems) + "; unet-jax "
+        raise PlansError(f"the nnU-Net configuration {name!r} uses " + ", ".join(problems) + "; unet-jax "
                          "reproduces nnU-Net's default preprocessing (resample_data_or_seg_to_shape, "
                          f"{', '.join(SCHEMES)}), not these")
 
@@ -122,7 +140,7 @@ def preprocess(data: np.ndarray, spacing, plans: dict, config: dict) -> Prepared
     stats = plans.get("foreground_intensity_properties_per_channel", {})
     for c in range(data.shape[0]):
         normalize(data[c], schemes[c], masked[c], mask, stats.get(str(c), {}))
-    kwargs = config.get("resampling_fn_data_kwargs", {"order": 3, "order_z": 0})
+    kwargs = config["resampling_fn_data_kwargs"]
     data = resample(data, new_shape(after, spacing, target), spacing, target, kwargs["order"],
                     kwargs["order_z"])
     return Prepared(np.ascontiguousarray(data, np.float32), spacing, before, bbox, after)

@@ -29,6 +29,48 @@ class VolumeLayout:
     problems: tuple[str, ...] = ()  # files missing or unmatched, by name
 
 
+def channel_file(name: str, ending: str = ".nii.gz") -> tuple[str, int] | None:
+    """(CASE, channel) of nnU-Net's CASE_XXXX<ending> file name, else None."""
+    if not name.endswith(ending):
+        return None
+    head, _, index = name[: -len(ending)].rpartition("_")
+    return (head, int(index)) if head and len(index) == 4 and index.isdigit() else None
+
+
+def group_cases(files: list[Path], channels: int) -> tuple[list[tuple[str, list[Path]]], list[str]]:
+    """(cases, problems) of NIfTI `files`: nnU-Net's CASE_0000, CASE_0001, ... grouped by CASE
+    (every channel present), other files (a single channel, a 4-D file) one per case; an
+    incomplete case or two cases of one name are problems, named."""
+    groups: dict[Path, dict[int, Path]] = {}
+    cases, problems = [], []
+    for f in files:
+        parsed = channel_file(f.name, ".nii.gz") or channel_file(f.name, ".nii")
+        if parsed is None:
+            cases.append((nifti.strip_suffix(f.name), [f]))
+        else:
+            groups.setdefault(f.parent / parsed[0], {})[parsed[1]] = f
+    for key, found in groups.items():
+        wanted = [f"{key.name}_{c:04d}" for c in range(channels) if c not in found]
+        extra = [found[c].name for c in sorted(found) if c >= channels]
+        if wanted or extra:
+            problems.append(f"case {key.name} ({key.parent}): " + (
+                f"missing {', '.join(wanted)}" if wanted else f"{', '.join(extra)} beyond the model's "
+                f"{channels} channel(s)") + " (one CASE_XXXX.nii.gz per channel, from _0000; a "
+                "single-channel file named NAME_0001.nii.gz reads as channel 1 of NAME: call it "
+                "NAME_0001_0000.nii.gz)")
+            continue
+        cases.append((key.name, [found[c] for c in range(channels)]))
+    seen: dict[str, list[Path]] = {}
+    for name, paths in cases:
+        seen.setdefault(name, []).append(paths[0].parent)
+    for name, parents in seen.items():
+        if len(parents) > 1:
+            problems.append(f"case {name} is in {len(parents)} inputs ({', '.join(map(str, parents))}): its "
+                            "results would overwrite each other; predict them into separate folders")
+    duplicated = {n for n, p in seen.items() if len(p) > 1}
+    return sorted(c for c in cases if c[0] not in duplicated), problems
+
+
 def _dataset_json(root: Path) -> dict | None:
     path = root / "dataset.json"
     if not path.is_file():
@@ -36,7 +78,9 @@ def _dataset_json(root: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not readable JSON ({e})") from e
+        if not (root / "imagesTr").is_dir():
+            return None  # some other folder's file
+        raise ValueError(f"{path} is not readable JSON ({e}): a volume dataset needs it") from e
     return data if isinstance(data, dict) else None
 
 
@@ -62,12 +106,11 @@ def _nnunet(root: Path, data: dict) -> VolumeLayout:
             continue
         by_case: dict[str, dict[int, Path]] = {}
         for path in sorted((root / folder).iterdir()):
-            stem = path.name[: -len(ending)] if path.name.endswith(ending) else None
-            head, _, index = (stem or "").rpartition("_")
-            if not head or len(index) != 4 or not index.isdigit():
+            parsed = channel_file(path.name, ending)
+            if parsed is None:
                 problems.append(f"{folder}/{path.name}: not CASE_XXXX{ending}")
                 continue
-            by_case.setdefault(head, {})[int(index)] = path
+            by_case.setdefault(parsed[0], {})[parsed[1]] = path
         cases = []
         for name, files in by_case.items():
             missing = [f"{name}_{int(c):04d}{ending}" for c in channels if int(c) not in files]

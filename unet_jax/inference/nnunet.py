@@ -15,6 +15,10 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from unet_jax.checkpoints import sources
+from unet_jax.checkpoints.saved import METADATA, read_json
+from unet_jax.convert.api import load_nnunet
+from unet_jax.convert.model_folders import is_nnunet_folder
 from unet_jax.data import nifti
 from unet_jax.data.nnunet_preprocessing import (
     Prepared,
@@ -54,13 +58,14 @@ class Labels:
     @classmethod
     def of(cls, dataset: dict) -> "Labels":
         labels = {k: v for k, v in dataset["labels"].items() if k != "ignore"}
-        if any(isinstance(v, list | tuple) for v in labels.values()):
-            regions = tuple(v for k, v in labels.items() if k != "background")
+        if any(isinstance(v, list | tuple) and len(v) > 1 for v in labels.values()):  # nnU-Net's rule
+            regions = tuple(v if isinstance(v, list | tuple) else [v] for v in labels.values()
+                            if v not in (0, [0], (0,)))
             order = dataset.get("regions_class_order")
             if order is None or len(order) != len(regions):
                 raise ValueError("dataset.json has regions but no regions_class_order of the same length")
             return cls(len(regions), regions, tuple(order))
-        values = sorted(int(v) for v in labels.values())
+        values = sorted(int(v[0] if isinstance(v, list | tuple) else v) for v in labels.values())
         if values != list(range(len(values))):
             raise ValueError(f"dataset.json labels must be 0..K-1, got {values}")
         return cls(len(values))
@@ -112,6 +117,11 @@ class NnunetPredictor:
                  batch: int = 0):
         if not models:
             raise ValueError("no nnU-Net fold models given")
+        if not 0 < step <= 1:
+            raise ValueError(f"step {step}: the sliding-window step is a fraction of the patch in (0, 1] "
+                             "(nnU-Net's tile_step_size; 0.5 by default)")
+        if batch < 0:
+            raise ValueError(f"batch {batch}: windows per call must be positive (0: one per local device)")
         origins = [nnunet_origin(m) for m in models]
         first = origins[0]
         for other in origins[1:]:
@@ -122,9 +132,13 @@ class NnunetPredictor:
         self.plans, self.dataset = first["plans"], first["dataset"]
         self.configuration_name = first["configuration"]
         self.config = configuration(self.plans, self.configuration_name)
-        check_supported(self.plans, self.config)
+        check_supported(self.plans, self.config, self.configuration_name)
         self.patch = tuple(self.config["patch_size"])
         self.labels = Labels.of(self.dataset)
+        for model, origin in zip(models, origins, strict=True):
+            if model.config.num_classes != self.labels.heads:
+                raise ValueError(f"fold {origin.get('fold')} outputs {model.config.num_classes} channels; "
+                                 f"dataset.json's labels need {self.labels.heads}")
         self.channels = len(self.dataset.get("channel_names", self.dataset.get("modality", {})))
         axes = first.get("inference_allowed_mirroring_axes")
         self.mirror_axes = tuple(axes) if mirroring and axes is not None else ()
@@ -170,7 +184,7 @@ class NnunetPredictor:
     def export(self, logits: np.ndarray, prepared: Prepared, with_probabilities: bool = False):
         """(labels in the case's (z, y, x), probabilities (heads, z, y, x) or None) of the
         logits of `prepared`: resampled back, labelled, un-cropped, axes restored."""
-        kwargs = self.config.get("resampling_fn_probabilities_kwargs", {"order": 1, "order_z": 0})
+        kwargs = self.config["resampling_fn_probabilities_kwargs"]
         current = target_spacing(self.config, prepared.spacing)
         logits = resample(logits, prepared.shape_after_crop, current, prepared.spacing, kwargs["order"],
                           kwargs["order_z"])
@@ -205,19 +219,20 @@ def open_folds(path: str | Path, folds=None) -> list[nnx.Module]:
     """The fold models at `path`: an nnU-Net trained-model folder (imported now; needs torch
     and dynamic-network-architectures), a folder of `unet-jax convert`'s fold_N saved models,
     or one saved model; `folds` picks some (names or numbers)."""
-    from unet_jax.checkpoints import sources
-    from unet_jax.checkpoints.saved import METADATA
-    from unet_jax.convert.api import load_nnunet
-    from unet_jax.convert.model_folders import is_nnunet_folder
     path = Path(path)
     wanted = None if folds is None else {str(f).removeprefix("fold_") for f in folds}
     if is_nnunet_folder(path):
-        return list(load_nnunet(path, None if wanted is None else sorted(wanted)).values())
-    if (path / METADATA).is_file():
+        found = {p.parent.name.removeprefix("fold_") for p in path.glob("fold_*/checkpoint_*.pth")}
+    elif (path / METADATA).is_file():
         return [sources.load(path)]
-    saved = sorted(p for p in path.glob("fold_*") if (p / METADATA).is_file()) if path.is_dir() else []
-    if wanted is not None:
-        saved = [p for p in saved if p.name.removeprefix("fold_") in wanted]
+    else:
+        found = {p.parent.name.removeprefix("fold_") for p in path.glob(f"fold_*/{METADATA}")}
+    if wanted is not None and wanted - found:
+        raise NotNnunetModelError(f"{path} has no fold(s) {', '.join(sorted(wanted - found))}; it has "
+                                  f"{', '.join(sorted(found)) or 'none'}")
+    if is_nnunet_folder(path):
+        return list(load_nnunet(path, None if wanted is None else sorted(wanted)).values())
+    saved = sorted(path / f"fold_{f}" for f in (found if wanted is None else wanted))
     if not saved:
         raise NotNnunetModelError(f"{path} is not an nnU-Net model folder (plans.json, dataset.json, "
                                   "fold_N/checkpoint_final.pth), a folder of converted fold_N models "
@@ -227,44 +242,17 @@ def open_folds(path: str | Path, folds=None) -> list[nnx.Module]:
 
 
 def is_volume_model(path: str | Path) -> bool:
-    """Whether `path` holds nnU-Net folds (`open_folds` takes it)."""
-    from unet_jax.checkpoints.saved import METADATA, read_json
-    from unet_jax.convert.model_folders import is_nnunet_folder
+    """Whether `path` is an nnU-Net model folder or a folder of its converted folds."""
     path = Path(path)
     if not path.is_dir():
         return False
     if is_nnunet_folder(path):
         return True
-    metas = [path / METADATA] if (path / METADATA).is_file() else sorted(path.glob(f"fold_*/{METADATA}"))
-    for meta in metas[:1]:
-        try:
-            origin = json.loads(read_json(meta).get("config", {}).get("origin", "{}") or "{}")
-        except (ValueError, AttributeError):
-            return False
-        return origin.get("kind") == "nnunet"
-    return False
-
-
-def group_cases(files: list[Path], channels: int) -> list[tuple[str, list[Path]]]:
-    """Cases of NIfTI `files`: nnU-Net's CASE_0000.nii.gz, CASE_0001.nii.gz, ... grouped by
-    CASE (every channel present), or, for one channel or a 4-D file, one file per case."""
-    groups: dict[str, dict[int, Path]] = {}
-    singles = []
-    for f in files:
-        stem = nifti.strip_suffix(f.name)
-        head, _, index = stem.rpartition("_")
-        if head and len(index) == 4 and index.isdigit():
-            groups.setdefault(str(f.parent / head), {})[int(index)] = f
-        else:
-            singles.append((stem, [f]))
-    cases = []
-    for key, found in groups.items():
-        missing = [f"_{c:04d}" for c in range(channels) if c not in found]
-        extra = [f"_{c:04d}" for c in found if c >= channels]
-        if missing or extra:
-            raise ValueError(f"case {Path(key).name}: " + (f"missing channel file(s) {', '.join(missing)}"
-                             if missing else f"channel file(s) {', '.join(extra)} beyond the model's "
-                             f"{channels}") + f" (the model takes {channels} channel(s), one "
-                             "CASE_XXXX.nii.gz each)")
-        cases.append((Path(key).name, [found[c] for c in range(channels)]))
-    return sorted(cases + singles)
+    metas = sorted(path.glob(f"fold_*/{METADATA}"))
+    if not metas:
+        return False
+    try:
+        origin = json.loads(read_json(metas[0]).get("config", {}).get("origin", "{}") or "{}")
+    except (ValueError, AttributeError):
+        return False
+    return origin.get("kind") == "nnunet"

@@ -91,7 +91,7 @@ def predict_logits(predict: Callable[[np.ndarray], np.ndarray], data: np.ndarray
             logits[target] = (logits[target].astype(np.float32) + pred).astype(np.float16)
             counts[w] = (counts[w].astype(np.float32) + weight).astype(np.float16)
     logits = (logits.astype(np.float32) / counts.astype(np.float32)).astype(np.float16)
-    if np.isinf(logits).any():
-        raise FloatingPointError("the summed window logits overflow float16 (as nnU-Net's would): "
-                                 "the network's outputs are far larger than a trained one's")
+    if not np.isfinite(logits).all():
+        raise ValueError("the summed window logits are not finite (float16 overflow, as nnU-Net's "
+                         "would be): the network's outputs are far larger than a trained one's")
     return logits[(slice(None), *inside)]
