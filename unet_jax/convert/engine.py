@@ -68,6 +68,7 @@ def load_into(make_model: Callable[[], nnx.Module], rules: list[Rule],
     leaves = {_dotted(p): v for p, v in abstract.flat_state() if isinstance(v, nnx.Param | nnx.BatchStat)}
     ignore_res = [re.compile(p) for p in ignore]
     values: dict[str, np.ndarray] = {}
+    first_key: dict[str, str] = {}  # the torch key that gave each leaf its value
     report: dict[str, list[str]] = {"mapped": [], "ignored": [], "defaulted": [], "skipped": []}
     unexpected, mismatched = [], []
 
@@ -89,11 +90,12 @@ def load_into(make_model: Callable[[], nnx.Module], rules: list[Rule],
             mismatched.append(f"{key}: checkpoint dtype {array.dtype}, model expects {want.dtype}")
             continue
         value = rule.transform.to_flax(array)
-        if path in values and not np.array_equal(values[path], value):
-            mismatched.append(f"{key}: the module holds it as the same tensor as another key, "
+        if path in values and not np.array_equal(values[path], value, equal_nan=True):
+            mismatched.append(f"{key}: the module holds it as the same tensor as {first_key[path]}, "
                               "but the checkpoint gives them different values")
             continue
         values[path] = value
+        first_key.setdefault(path, key)
         report["mapped"].append(key)
 
     missing = []
