@@ -66,9 +66,10 @@ def _locate(name: str):
                               "pip install dynamic-network-architectures") from e
 
 
-def nnunet_network(plans: dict, dataset: dict, configuration: str):
-    """The torch network of an nnU-Net configuration, as nnU-Net builds it for inference
-    (deep supervision off)."""
+def nnunet_network(plans: dict, dataset: dict, configuration: str, deep_supervision: bool = False):
+    """(torch network, configuration entry) of an nnU-Net configuration, as nnU-Net builds
+    it (deep supervision off: for inference); freshly initialised as nnU-Net initialises it
+    (the network's own `initialize`, He with slope 1e-2)."""
     configs = plans.get("configurations", {})
     if configuration not in configs:
         raise CheckpointError(f"plans.json has no configuration {configuration!r} "
@@ -82,9 +83,25 @@ def nnunet_network(plans: dict, dataset: dict, configuration: str):
     for key in arch.get("_kw_requires_import", ()):
         if kwargs.get(key) is not None:
             kwargs[key] = _locate(kwargs[key])
-    network = _locate(arch["network_class_name"])
-    return network(input_channels=module_channels(dataset), num_classes=segmentation_heads(dataset),
-                   **kwargs, deep_supervision=False), entry
+    network = _locate(arch["network_class_name"])(
+        input_channels=module_channels(dataset), num_classes=segmentation_heads(dataset), **kwargs,
+        deep_supervision=deep_supervision)
+    if hasattr(network, "initialize"):
+        network.apply(network.initialize)
+    return network, entry
+
+
+def read_fold(folder: Path, fold_dir: Path) -> tuple[dict, dict, str] | None:
+    """(checkpoint, {state_dict name: array}, configuration) of one fold's
+    checkpoint_final.pth (else checkpoint_best.pth); None where it has neither."""
+    files = [fold_dir / n for n in ("checkpoint_final.pth", "checkpoint_best.pth")
+             if (fold_dir / n).is_file()]
+    if not files:
+        return None
+    raw, _ = load_torch_file(files[0], str(files[0]))
+    init = raw.get("init_args", {}) if isinstance(raw, dict) else {}
+    configuration = init.get("configuration") or folder.name.rpartition("__")[2]
+    return raw, unwrap(raw, str(files[0])).tensors, configuration
 
 
 def import_nnunet_folder(folder: Path, folds=None) -> dict[str, nnx.Module]:
@@ -94,24 +111,17 @@ def import_nnunet_folder(folder: Path, folds=None) -> dict[str, nnx.Module]:
     import torch
     plans, dataset = _read_json(folder / "plans.json"), _read_json(folder / "dataset.json")
     models = {}
-    fold_dirs = sorted(p for p in folder.glob("fold_*") if p.is_dir())
-    for fold_dir in fold_dirs:
+    for fold_dir in sorted(p for p in folder.glob("fold_*") if p.is_dir()):
         fold = fold_dir.name.removeprefix("fold_")
         if folds is not None and fold not in {str(f) for f in folds}:
             continue
-        files = [fold_dir / n for n in ("checkpoint_final.pth", "checkpoint_best.pth")
-                 if (fold_dir / n).is_file()]
-        if not files:
+        found = read_fold(folder, fold_dir)
+        if found is None:
             continue
-        raw, _ = load_torch_file(files[0], str(files[0]))
-        init = raw.get("init_args", {}) if isinstance(raw, dict) else {}
-        configuration = init.get("configuration") or folder.name.rpartition("__")[2]
+        raw, tensors, configuration = found
         module, entry = nnunet_network(plans, dataset, configuration)
-        checkpoint = unwrap(raw, str(files[0]))
-        module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in checkpoint.tensors.items()},
-                               strict=True)
-        patch = entry.get("patch_size")
-        example = torch.zeros(1, module_channels(dataset), *patch)
+        module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()}, strict=True)
+        example = torch.zeros(1, module_channels(dataset), *entry.get("patch_size"))
         origin = {"kind": "nnunet", "configuration": configuration, "fold": fold,
                   "inference_allowed_mirroring_axes": raw.get("inference_allowed_mirroring_axes"),
                   "trainer": raw.get("trainer_name"), "plans": plans, "dataset": dataset}

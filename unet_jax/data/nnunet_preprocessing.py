@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from unet_jax.data.resampling import new_shape, resample
+from unet_jax.data.resampling import new_shape, resample, resample_seg
 
 EPS = 1e-8  # nnU-Net's normalisation floor for the standard deviation (float32 targets)
 SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization",
@@ -22,13 +22,16 @@ class PlansError(ValueError):
 class Prepared:
     """A preprocessed case: `data` (C, *shape) float32 in the plans' axis order and spacing;
     `spacing` the case's own (axis order of the plans); `shape_before_crop`, `bbox` (per
-    axis [start, stop)) and `shape_after_crop` to undo the crop and resampling."""
+    axis [start, stop)) and `shape_after_crop` to undo the crop and resampling; `seg` the
+    label map (1, *shape) when one was given, -1 where background lies outside the
+    non-zero region."""
 
     data: np.ndarray
     spacing: tuple[float, ...]
     shape_before_crop: tuple[int, ...]
     bbox: list[list[int]]
     shape_after_crop: tuple[int, ...]
+    seg: np.ndarray | None = None
 
 
 def configuration(plans: dict, name: str) -> dict:
@@ -64,7 +67,7 @@ def check_supported(plans: dict, config: dict, name: str) -> None:
     reader = plans.get("image_reader_writer", "SimpleITKIO")
     if reader not in READERS:
         problems.append(f"the reader {reader!r} (it reorients or reads other files)")
-    for key in ("resampling_fn_data", "resampling_fn_probabilities"):
+    for key in ("resampling_fn_data", "resampling_fn_seg", "resampling_fn_probabilities"):
         if config.get(key) != "resample_data_or_seg_to_shape":
             problems.append(f"{key} {config.get(key)!r}")
         kwargs = config.get(key + "_kwargs", {})
@@ -123,15 +126,24 @@ def normalize(image: np.ndarray, scheme: str, use_mask: bool, mask: np.ndarray, 
         image /= 255.0
 
 
-def preprocess(data: np.ndarray, spacing, plans: dict, config: dict) -> Prepared:
-    """`data` (C, z, y, x) at `spacing` (z, y, x), as nnU-Net's DefaultPreprocessor."""
+def preprocess(data: np.ndarray, spacing, plans: dict, config: dict, seg: np.ndarray | None = None
+               ) -> Prepared:
+    """`data` (C, z, y, x) at `spacing` (z, y, x), and its label map `seg` (1, z, y, x) when
+    given, as nnU-Net's DefaultPreprocessor."""
+    if seg is not None and seg.shape[1:] != data.shape[1:]:
+        raise ValueError(f"the label map's shape {seg.shape[1:]} differs from the image's {data.shape[1:]}")
     forward = plans["transpose_forward"]
-    data = data.astype(np.float32).transpose(0, *(a + 1 for a in forward))
+    axes = (0, *(a + 1 for a in forward))
+    data = data.astype(np.float32).transpose(axes)
     spacing = tuple(float(spacing[a]) for a in forward)
     before = tuple(data.shape[1:])
     bbox, mask = nonzero_bbox(data)
     box = tuple(slice(a, b) for a, b in bbox)
     data, mask = data[(slice(None), *box)], mask[box]
+    if seg is not None:
+        seg = np.array(seg.transpose(axes)[(slice(None), *box)], np.int16)
+        seg[(seg == 0) & ~mask[None]] = -1
+        mask = seg[0] >= 0  # nnU-Net normalises where the label map is not -1
     after = tuple(data.shape[1:])
     target = target_spacing(config, spacing)
     schemes, masked = config["normalization_schemes"], config["use_mask_for_norm"]
@@ -140,7 +152,10 @@ def preprocess(data: np.ndarray, spacing, plans: dict, config: dict) -> Prepared
     stats = plans.get("foreground_intensity_properties_per_channel", {})
     for c in range(data.shape[0]):
         normalize(data[c], schemes[c], masked[c], mask, stats.get(str(c), {}))
+    shape = new_shape(after, spacing, target)
     kwargs = config["resampling_fn_data_kwargs"]
-    data = resample(data, new_shape(after, spacing, target), spacing, target, kwargs["order"],
-                    kwargs["order_z"])
-    return Prepared(np.ascontiguousarray(data, np.float32), spacing, before, bbox, after)
+    data = resample(data, shape, spacing, target, kwargs["order"], kwargs["order_z"])
+    if seg is not None:
+        kwargs = config.get("resampling_fn_seg_kwargs", {"order": 1, "order_z": 0})
+        seg = resample_seg(seg, shape, spacing, target, kwargs["order"], kwargs["order_z"])
+    return Prepared(np.ascontiguousarray(data, np.float32), spacing, before, bbox, after, seg)

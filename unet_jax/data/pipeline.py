@@ -15,11 +15,14 @@ def epoch_samples(dataset: Dataset, batch_size: int, *, epoch: int, seed: int,
     `process_index * b ... + b` of each global batch of `batch_size` (b = batch_size /
     process_count), so a process reads only its own. The last partial batch is dropped.
     `augment(image, mask, rng)` transforms each sample with a generator seeded by
-    (seed, epoch, position in the epoch)."""
+    (seed, epoch, position in the epoch). A dataset that draws its samples (volume patches:
+    a `sample(index, rng, row)` method) is asked for a new one with that generator and the
+    sample's row in the global batch instead."""
     if len(dataset) < batch_size:
         raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch "
                          f"of {batch_size}")
-    order = grain.MapDataset.source(dataset)
+    drawn = hasattr(dataset, "sample")
+    order = grain.MapDataset.range(len(dataset)) if drawn else grain.MapDataset.source(dataset)
     if shuffle:
         order = order.shuffle(seed=seed + epoch)
     rows = batch_size // process_count
@@ -27,6 +30,10 @@ def epoch_samples(dataset: Dataset, batch_size: int, *, epoch: int, seed: int,
 
     def sample(q: int) -> dict:
         position = (q // rows) * batch_size + offset + q % rows
+        if drawn:
+            rng = np.random.default_rng([seed, epoch, position])
+            image, mask = dataset.sample(order[position], rng, position % batch_size)
+            return {"image": image, "mask": mask}
         image, mask = order[position]
         if augment is not None:
             image, mask = augment(image, mask, np.random.default_rng([seed, epoch, position]))

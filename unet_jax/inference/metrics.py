@@ -18,7 +18,7 @@ def confusion_matrix(pred: jax.Array, labels: jax.Array, num_classes: int,
     valid = (labels != ignore_index) & (labels < num_classes)
     true = jax.nn.one_hot(jnp.where(valid, labels, 0), num_classes) * valid[..., None]
     predicted = jax.nn.one_hot(pred, num_classes)
-    counts = jnp.einsum("bhwc,bhwd->cd", true, predicted, precision=jax.lax.Precision.HIGHEST)
+    counts = jnp.einsum("...c,...d->cd", true, predicted, precision=jax.lax.Precision.HIGHEST)
     return jnp.round(counts).astype(jnp.int32)
 
 

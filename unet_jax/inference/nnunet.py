@@ -15,7 +15,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from unet_jax.checkpoints import sources
+from unet_jax.checkpoints import sources, workdir
 from unet_jax.checkpoints.saved import METADATA, read_json
 from unet_jax.convert.api import load_nnunet
 from unet_jax.convert.model_folders import is_nnunet_folder
@@ -30,6 +30,7 @@ from unet_jax.data.nnunet_preprocessing import (
 from unet_jax.data.resampling import resample
 from unet_jax.inference import sliding_window
 from unet_jax.inference.compiled import inference_jit
+from unet_jax.models.outputs import last_head
 
 
 class NotNnunetModelError(ValueError):
@@ -100,7 +101,7 @@ def _window_forward(combinations: list[tuple[int, ...]]):
 
     def forward(model, x):
         variants = jnp.stack([x] + [jnp.flip(x, axes) for axes in flips])
-        outputs = jax.lax.map(model, variants)
+        outputs = jax.lax.map(lambda v: last_head(model(v)), variants)
         logits = outputs[0]
         for i, axes in enumerate(flips, 1):
             logits = logits + jnp.flip(outputs[i], axes)
@@ -223,7 +224,7 @@ def open_folds(path: str | Path, folds=None) -> list[nnx.Module]:
     wanted = None if folds is None else {str(f).removeprefix("fold_") for f in folds}
     if is_nnunet_folder(path):
         found = {p.parent.name.removeprefix("fold_") for p in path.glob("fold_*/checkpoint_*.pth")}
-    elif (path / METADATA).is_file():
+    elif (path / METADATA).is_file() or workdir.is_workdir(path):
         return [sources.load(path)]
     else:
         found = {p.parent.name.removeprefix("fold_") for p in path.glob(f"fold_*/{METADATA}")}
@@ -242,13 +243,14 @@ def open_folds(path: str | Path, folds=None) -> list[nnx.Module]:
 
 
 def is_volume_model(path: str | Path) -> bool:
-    """Whether `path` is an nnU-Net model folder or a folder of its converted folds."""
+    """Whether `path` is an nnU-Net model folder, a folder of its converted folds or a
+    workdir training an nnU-Net network."""
     path = Path(path)
     if not path.is_dir():
         return False
     if is_nnunet_folder(path):
         return True
-    metas = sorted(path.glob(f"fold_*/{METADATA}"))
+    metas = [path / workdir.RUN] if workdir.is_workdir(path) else sorted(path.glob(f"fold_*/{METADATA}"))
     if not metas:
         return False
     try:

@@ -177,7 +177,7 @@ def bench_arch(arch: str, *, batch: int, size: int, dtype: str, repeats: int,
     torch_model.to(tdev).eval()
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(tdev)
     target = torch.from_numpy(
-        np.asarray(losses.center_crop_mask(labels, y_shape.shape[1], y_shape.shape[2]))
+        np.asarray(losses.center_crop_mask(labels, *y_shape.shape[1:-1]))
     ).to(tdev, torch.int64)
     amp = dtype == "bf16"
     torch_train_model = harness.reference_for(config)

@@ -28,15 +28,17 @@ class TrainConfig:
     preprocess: str = ""  # input preset ("": init_from's recorded one, else the arch's upstream one)
     out_of_range: str = "error"  # mask values >= num_classes (not ignore_index): error | ignore
     train_samples: int = 256  # synthetic only: samples in the training split
-    val_samples: int = 64  # synthetic only: samples in the validation split
+    val_samples: int = 64  # synthetic: samples in the validation split; volumes: fixed validation patches
     batch_size: int = 0  # global batch, split evenly over all devices (0: the arch's default)
-    epochs: int = 10  # passes over the training split
+    epochs: int = 10  # passes over the training split (volumes: of steps_per_epoch steps)
+    steps_per_epoch: int = 250  # volumes: steps per epoch (nnU-Net's num_iterations_per_epoch)
+    fold: int = 0  # volumes: the fold validated on (splits_final.json's, else nnU-Net's 5-fold split)
     optimizer: str = "adamw"  # sgd | adam | adamw
     lr: float = 0.0  # peak learning rate (0: the arch's default)
     momentum: float = 0.9  # sgd momentum (0 disables it)
     nesterov: bool = False  # sgd Nesterov momentum
     weight_decay: float = 1e-4  # decoupled for adamw, added to the gradient for sgd/adam
-    schedule: str = "cosine"  # constant | step | cosine | poly
+    schedule: str = "cosine"  # constant | step | cosine | poly | poly_epoch (stepped per epoch, nnU-Net's)
     warmup_epochs: float = -1.0  # linear warm-up before the cosine decay (-1: the arch's default)
     step_epochs: int = 50  # step schedule: decay every step_epochs (torch StepLR step_size)
     step_gamma: float = 0.1  # step schedule: decay factor (torch StepLR gamma)
@@ -64,7 +66,7 @@ class TrainConfig:
 
     def __post_init__(self):
         choices = {"optimizer": ("sgd", "adam", "adamw"), "dtype": ("float32", "bfloat16"),
-                   "schedule": ("constant", "step", "cosine", "poly"),
+                   "schedule": ("constant", "step", "cosine", "poly", "poly_epoch"),
                    "on_nonfinite": ("stop", "skip"), "bad_files": ("error", "skip")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -25,7 +25,7 @@ from unet_jax.checkpoints import lock as workdir_lock
 from unet_jax.checkpoints import workdir as workdirs
 from unet_jax.compile_notice import Announced
 from unet_jax.data import augment, pipeline
-from unet_jax.train import faults, reporting
+from unet_jax.train import faults, reporting, volumes
 from unet_jax.train.config import TrainConfig
 from unet_jax.train.inputs import make_datasets, skipping_bad_files
 from unet_jax.train.model import make_model, resolve
@@ -40,11 +40,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train (resuming from `workdir` when it holds a checkpoint); the last epoch's metrics.
     The workdir is locked for the run (`unet_jax.workdir_lock`)."""
     maybe_initialize_distributed(cfg)
-    cfg, source = resolve(cfg)
     workdir = Path(cfg.workdir).absolute()
-    model, init_lines = make_model(cfg, source)
-    train_set, val_set = make_datasets(cfg, registry.uniform_option(model, "in_channels"))
-    if cfg.bad_files == "skip":
+    if volumes.volume_layout(cfg.data) is not None:
+        cfg, model, init_lines, train_set, val_set = volumes.setup(cfg)
+    else:
+        cfg, source = resolve(cfg)
+        model, init_lines = make_model(cfg, source)
+        train_set, val_set = make_datasets(cfg, registry.uniform_option(model, "in_channels"))
+    if cfg.bad_files == "skip" and not hasattr(train_set, "sample"):  # volumes: every file read first
         train_set, val_set = (skipping_bad_files(d, name, cfg.data_threads)
                               for d, name in ((train_set, "train"), (val_set, "val")))
     preflight(cfg, model, {"train": train_set, "val": val_set})

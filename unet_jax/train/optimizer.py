@@ -6,6 +6,8 @@ import optax
 from flax import nnx
 
 from unet_jax import registry
+from unet_jax.models.imported import graph
+from unet_jax.models.imported.net import ImportedConfig, flax_path
 from unet_jax.train.config import TrainConfig
 from unet_jax.train.model import backbone_names
 
@@ -19,6 +21,11 @@ def learning_rate(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
                                        staircase=True)
     if cfg.schedule == "poly":
         return optax.polynomial_schedule(cfg.lr, 0.0, cfg.poly_power, total)
+    if cfg.schedule == "poly_epoch":  # nnU-Net's PolyLRScheduler, stepped at each epoch's start
+        def poly_epoch(step):
+            epoch = jnp.asarray(step // steps_per_epoch, jnp.result_type(float))  # float64 under x64
+            return cfg.lr * (1 - epoch / cfg.epochs) ** cfg.poly_power
+        return poly_epoch
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     return optax.warmup_cosine_decay_schedule(0.0 if warmup else cfg.lr, cfg.lr, warmup,
                                               max(total, warmup + 1))
@@ -47,6 +54,38 @@ def freeze_for(inner: optax.GradientTransformation, frozen: tuple[str, ...], ste
     return optax.GradientTransformation(init, update)
 
 
+def unreached_parameters(model: nnx.Module, head_weights: tuple) -> set[str]:
+    """The model paths of an imported network's parameters that only heads of weight 0 use
+    (nnU-Net's coarsest deep-supervision output): the loss never reaches them."""
+    if not head_weights or not isinstance(getattr(model, "config", None), ImportedConfig):
+        return set()
+    g = graph.parse(model.config.graph)
+    used = g.state_reaching([i for i, w in enumerate(head_weights) if w])
+    return {flax_path(e.name) for e in g.state if e.kind == "param" and e.name not in used}
+
+
+def skipping(inner: optax.GradientTransformation, skipped: set[str]) -> optax.GradientTransformation:
+    """`inner` leaving the parameters at the model paths `skipped` untouched, as torch's
+    optimizers skip a parameter without a gradient (no weight decay, no momentum): `inner`
+    sees zeros for their gradients and values, so its state for them stays zero."""
+    if not skipped:
+        return inner
+
+    def mask(tree):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, leaf: jnp.zeros_like(leaf) if _dotted(path) in skipped else leaf, tree)
+
+    def update(updates, state, params=None):
+        updates, state = inner.update(mask(updates), state, None if params is None else mask(params))
+        return mask(updates), state
+
+    return optax.GradientTransformation(inner.init, update)
+
+
+def _dotted(path) -> str:
+    return ".".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
 def make_optimizer(cfg: TrainConfig, model: nnx.Module, steps_per_epoch: int
                    ) -> optax.GradientTransformation:
     lr = learning_rate(cfg, steps_per_epoch)
@@ -59,6 +98,7 @@ def make_optimizer(cfg: TrainConfig, model: nnx.Module, steps_per_epoch: int
         parts.append(optax.adam(lr) if cfg.optimizer == "adam" else
                      optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
     tx = optax.chain(*parts)
+    tx = skipping(tx, unreached_parameters(model, cfg.head_weights))
     if cfg.freeze_backbone_epochs:
         names = backbone_names(model)
         if not names:

@@ -39,7 +39,7 @@ def preflight(cfg: TrainConfig, model: nnx.Module, splits: dict) -> None:
         except (OSError, ValueError) as e:
             problems.append(f"{name} split, sample 0: {e}")
             continue
-        size = (cfg.image_size, cfg.image_size)
+        size = tuple(getattr(dataset, "patch_size", (cfg.image_size, cfg.image_size)))
         if image.shape != (*size, channels) or mask.shape != size:
             problems.append(f"{name} split, sample 0: image {image.shape} and mask {mask.shape}; "
                             f"the model needs images {(*size, channels)} and masks {size}")
@@ -47,12 +47,13 @@ def preflight(cfg: TrainConfig, model: nnx.Module, splits: dict) -> None:
         if bad.size:
             problems.append(f"{name} split, sample 0: mask values {bad[:8].tolist()} are neither "
                             f"classes 0..{n_classes - 1} nor the ignore index {cfg.ignore_index}")
+    size = tuple(getattr(splits["train"], "patch_size", (cfg.image_size, cfg.image_size)))
     try:
         graphdef, state = nnx.split(model)
-        x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, channels), jnp.float32)
+        x = jax.ShapeDtypeStruct((1, *size, channels), jnp.float32)
         jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x)
     except ValueError as e:
-        problems.append(f"image_size {cfg.image_size}: {e}")
+        problems.append(f"input size {'x'.join(map(str, size))}: {e}")
     if processes > 1 and cfg.batch_size % processes:
         problems.append(f"batch_size {cfg.batch_size} must split evenly over {processes} processes")
     if problems:

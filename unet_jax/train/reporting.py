@@ -96,8 +96,10 @@ class Logger:
         x = presets.get(cfg.preprocess or "unit").normalize(jnp.asarray(images))
         logits = _last_head(model, x)
         pred = np.asarray(outputs.classes(logits))
-        truth = np.asarray(losses.center_crop_mask(np.stack([s[1] for s in samples]),
-                                                   pred.shape[1], pred.shape[2]))
+        truth = np.asarray(losses.center_crop_mask(np.stack([s[1] for s in samples]), *pred.shape[1:]))
+        if images.ndim == 5:  # volumes: the middle slice of the first axis, the first channel
+            middle = images.shape[1] // 2
+            images, truth, pred = images[:, middle, ..., :1], truth[:, middle], pred[:, middle]
         names = palette.class_names(max(cfg.num_classes, 2), layout=layout_of(cfg.data))
         fig = predictions_figure(images, truth, pred, names, cfg.ignore_index)
         fig.savefig(self.workdir / "predictions.png", dpi=90)

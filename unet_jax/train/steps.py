@@ -71,7 +71,7 @@ def step_functions(cfg: TrainConfig):
         out = forward(model, images, dtype, False, preset)
         loss = losses.segmentation_loss(out, labels, terms, cfg.ignore_index, head_weights)
         logits = outputs.last_head(out).astype(jnp.float32)
-        target = losses.center_crop_mask(labels, logits.shape[1], logits.shape[2])
+        target = losses.head_target(labels, logits)
         cm = metrics.confusion_matrix(outputs.classes(logits), target, n_classes,
                                       cfg.ignore_index)
         return loss, cm

@@ -100,6 +100,30 @@ class Graph:
                       for n in data["nodes"]]
         self.output = data["output"]
 
+    def state_reaching(self, items=None) -> set[str]:
+        """The state names the output depends on; with `items`, only those positions of a
+        list / tuple output (an in-place op counts as producing its operand too)."""
+        spec = self.output
+        if items is not None:
+            heads = spec.get("list", spec.get("tuple"))
+            if heads is None:
+                raise ValueError("this network returns one output, not a list of heads")
+            spec = {"list": [s for i, s in enumerate(heads) if i in set(items)]}
+        producers: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            producers.setdefault(node.name, []).append(node)
+            if node.op.rsplit(".", 1)[0].endswith("_") and node.args and isinstance(node.args[0], dict):
+                producers.setdefault(node.args[0].get("$"), []).append(node)
+        seen, pending = set(), _names(spec)
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for node in producers.get(name, ()):
+                pending |= _names(list(node.args)) | _names(node.kwargs)
+        return {self.placeholders[n] for n in seen if n in self.placeholders}
+
     @property
     def rank(self) -> int:
         return len(self.dims)
@@ -122,6 +146,17 @@ class Graph:
             if not ok:
                 raise ValueError(f"input {name} {n} does not fit this imported network "
                                  f"({self.source}): it takes {name} {takes}")
+
+
+def _names(arg) -> set[str]:
+    """The node names an argument (or output spec) refers to."""
+    if isinstance(arg, dict):
+        if "$" in arg:
+            return {arg["$"]}
+        return set().union(*(_names(v) for v in arg.values())) if arg else set()
+    if isinstance(arg, list | tuple):
+        return set().union(*(_names(v) for v in arg)) if arg else set()
+    return set()
 
 
 @functools.lru_cache(maxsize=32)
