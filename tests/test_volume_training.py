@@ -4,6 +4,7 @@ supervision (float64), two optimizer steps of nnU-Net's SGD / poly / clipping / 
 imported PlainConvUNet (float64, weights far from defaults); and a whole run on a dataset
 nnU-Net planned itself, then predicted from the workdir."""
 
+import json
 import types
 
 import jax
@@ -176,6 +177,7 @@ def _tiny_plans(patch=(8, 16, 16)):
                                               "batch_size": 2, "batch_dice": False}}}
 
 
+@pytest.mark.slow
 def test_two_training_steps_equal_nnunets_in_float64(monkeypatch):
     """nnUNetTrainer's step (DC + CE over the deep-supervision heads, clip 12, SGD Nesterov
     momentum 0.99 weight decay 3e-5, poly per epoch) on the same PlainConvUNet, weights far
@@ -245,3 +247,70 @@ def test_two_training_steps_equal_nnunets_in_float64(monkeypatch):
         want = want.numpy()
         err = np.abs(got[key] - want).max() / max(1.0, np.abs(want).max())
         assert err <= 1e-10, (key, err)
+
+
+def _cached_case(tmp_path, name="a"):
+    """A cached case 20x24x28 whose only foreground is a 3x3x3 cube in a corner."""
+    data = np.random.default_rng(0).normal(size=(2, 20, 24, 28)).astype(np.float32)
+    seg = np.zeros((20, 24, 28), np.int16)
+    seg[1:4, 2:5, 22:25] = 2
+    seg[:, :, :1] = -1
+    case = volume_patches.CachedCase(name, tmp_path / f"{name}.npy", tmp_path / f"{name}_seg.npy",
+                                     tmp_path / f"{name}_loc.npz")
+    np.save(case.data_file, data)
+    np.save(case.seg_file, seg)
+    np.savez(case.locations_file, **{str(k): v for k, v in
+                                     volume_patches.foreground_locations(seg, [1, 2]).items()})
+    return case
+
+
+def test_patches_force_foreground_in_the_last_third_of_each_batch(tmp_path):
+    from unet_jax.data.volume_augment import VolumeAugmentation
+    case = _cached_case(tmp_path)
+    patch = (8, 8, 8)
+    train = volume_patches.VolumePatches([case], patch, 3, 30, VolumeAugmentation.for_patch(patch), seed=1)
+    val = volume_patches.VolumePatches([case], patch, 3, 9, None, seed=1)
+    for index in range(30):
+        image, mask = train.sample(index, np.random.default_rng(index), index % 3)
+        assert image.shape == (*patch, 2) and image.dtype == np.float32 and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 2}  # -1 made background
+        if index % 3 == 2:  # forced: centred on the cube, which fits in the patch
+            assert (mask == 2).any()
+    forced = [(val[i][1] == 2).any() for i in range(9)]
+    assert forced[2::3] == [True] * 3
+    np.testing.assert_array_equal(val[5][0], val[5][0])  # validation patches are fixed
+    assert not all(forced)  # unforced rows land anywhere: most miss a 3x3x3 cube
+
+
+@pytest.mark.slow
+def test_training_on_a_planned_volume_dataset_then_predicting_from_the_workdir(tmp_path, monkeypatch):
+    """nnU-Net plans its own dataset; `unet-jax train` trains the 3d_fullres network from
+    those plans (2 epochs of 3 steps), resumes, and `unet-jax predict` reads the workdir:
+    NIfTI labels with the input's geometry."""
+    import nibabel as nib
+
+    from unet_jax.cli.main import main
+    from unet_jax.parity import nnunet_app
+
+    monkeypatch.setenv(volume_patches.CACHE_ENV, str(tmp_path / "cache"))
+    raw = nnunet_app.make_raw(tmp_path, cases=5)
+    nnunet_app.plan(tmp_path)
+    plans = tmp_path / "preprocessed" / nnunet_app.NAME / "nnUNetPlans.json"
+    run = tmp_path / "run"
+    args = ["train", "--data", f"nnunet:{raw}", "--init-from", str(plans), "--model",
+            "configuration=3d_fullres", "--steps-per-epoch", "3", "--val-samples", "4",
+            "--workdir", str(run), "--no-progress"]
+    assert main([*args, "--epochs", "2", "--stop-at-step", "3"]) == 0
+    assert main([*args, "--epochs", "2"]) == 0  # resumes at step 3
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in records)
+    cached = list((tmp_path / "cache").glob("*/*.npy"))
+    assert len(cached) == 10  # 5 cases: data and label map, preprocessed once for both runs
+    out = tmp_path / "pred"
+    assert main(["predict", str(run), str(raw / "imagesTs"), "-o", str(out)]) == 0
+    for case in ("test_000", "test_001"):
+        source, result = (nib.load(str(p)) for p in (raw / "imagesTs" / f"{case}_0000.nii.gz",
+                                                       out / f"{case}.nii.gz"))
+        np.testing.assert_allclose(result.affine, source.affine, atol=1e-6)
+        assert result.shape == source.shape and set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
