@@ -97,7 +97,7 @@ def nnunet_source(cfg: TrainConfig, layout: volume_layouts.VolumeLayout) -> Nnun
     if is_nnunet_folder(path):
         found = read_fold(path, path / f"fold_{cfg.fold}")
         if found is None:
-            folds = sorted(p.name for p in path.glob("fold_*/checkpoint_*.pth"))
+            folds = sorted({p.parent.name for p in path.glob("fold_*/checkpoint_*.pth")})
             raise ValueError(f"{path} has no fold_{cfg.fold} checkpoint (it has {', '.join(folds)}): "
                              "choose --fold")
         _, state, name = found
