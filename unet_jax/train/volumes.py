@@ -8,9 +8,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from unet_jax.checkpoints import sources
+from unet_jax.convert.export import to_torch_state_dict
 from unet_jax.convert.model_folders import (
     is_nnunet_folder,
     module_channels,
@@ -23,6 +26,7 @@ from unet_jax.data import volume_layouts
 from unet_jax.data.nnunet_preprocessing import check_supported, configuration
 from unet_jax.data.volume_augment import VolumeAugmentation
 from unet_jax.data.volume_patches import VolumePatches, prepare_cases, split_of
+from unet_jax.inference.nnunet import nnunet_origin
 from unet_jax.models import outputs, recorded
 from unet_jax.train.config import TrainConfig
 from unet_jax.train.losses import nnunet_head_weights
@@ -72,10 +76,6 @@ def nnunet_source(cfg: TrainConfig, layout: volume_layouts.VolumeLayout) -> Nnun
     """The network source `cfg.init_from` names: an nnU-Net plans file (train from scratch;
     `--model configuration=NAME`), an nnU-Net trained-model folder (fold `cfg.fold`'s
     weights), or a unet-jax model or workdir of an nnU-Net network."""
-    from unet_jax.checkpoints import sources
-    from unet_jax.convert.export import to_torch_state_dict
-    from unet_jax.inference.nnunet import nnunet_origin
-
     other = sorted(set(cfg.model) - {"configuration"})
     if other:
         raise ValueError(f"--model {', '.join(other)}: an nnU-Net network takes its options from the "
@@ -161,7 +161,10 @@ def setup(cfg: TrainConfig):
     model = training_network(source, cfg.seed)
     patch = tuple(config["patch_size"])
     heads = len(outputs.heads(nnx.eval_shape(lambda: model(jnp.zeros((1, *patch, len(layout.channels)))))))
+    given = cfg
     cfg = with_nnunet_defaults(cfg, config, segmentation_heads(source.dataset), heads)
+    taken = [f"{k} {getattr(cfg, k)}" for k in (*NNUNET_DEFAULTS, "loss", "batch_size")
+             if getattr(cfg, k) != getattr(given, k)]
     names = [case.name for case in layout.splits.get("train", [])]
     splits_file = source.splits_file or layout.root / "splits_final.json"
     train_names, val_names = split_of(names, cfg.fold, splits_file)
@@ -182,6 +185,8 @@ def setup(cfg: TrainConfig):
              f"patch {'x'.join(map(str, patch))}, from {source.described}",
              f"cases: {len(train_names)} train, {len(val_names)} validation (fold {cfg.fold}); "
              f"preprocessed in {cached[train_names[0]].data_file.parent}"]
+    if taken:
+        lines.append("nnU-Net's training defaults (for options left at unet-jax's): " + ", ".join(taken))
     return cfg, model, lines, train, val
 
 
@@ -190,7 +195,6 @@ def with_nnunet_defaults(cfg: TrainConfig, config: dict, classes: int, heads: in
     momentum 0.99, Nesterov, weight decay 3e-5), poly per epoch, gradients clipped at 12,
     DC + CE (batch Dice as the plans say) over the heads with nnU-Net's weights, the plans'
     batch size (rounded up to the devices)."""
-    import jax
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     filled = {k: v for k, v in NNUNET_DEFAULTS.items()
               if getattr(cfg, k) == UNSET.get(k, defaults[k])}
