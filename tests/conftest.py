@@ -1,7 +1,13 @@
 """Shared fixtures: small configs of every arch and random inputs."""
 
+import os
+
 import numpy as np
 import pytest
+
+# The suite runs the policy's CPU algorithms, whatever a developer's machine has tuned
+# (tests/test_cpu_tuning.py points this at its own files).
+os.environ["UNET_JAX_CPU_TUNING"] = ""
 
 # Small widths for most tests; each entry: (config kwargs, two input sizes, one non-square).
 SMALL = {

@@ -1,5 +1,5 @@
 """`unet-jax` command line: list, convert, parity, export, train, data, predict, evaluate,
-bench, demo (one module per job in `unet_jax.cli`; argparse lives only in this package).
+bench, tune, demo (one module per job in `unet_jax.cli`; argparse lives only in this package).
 
 Commands that compare against torch (`parity`, `convert` verification, `demo`, `bench`)
 import the torch references from `unet_jax.parity` when they run; the rest never import torch.
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from unet_jax import compile_cache, compile_notice
-from unet_jax.cli import bench, data, demo, models, predict
+from unet_jax.cli import bench, data, demo, models, predict, tune
 from unet_jax.cli import train as train_command
 from unet_jax.cli.parsing import Parser, did_you_mean
 from unet_jax.convert.engine import ConversionError
@@ -42,6 +42,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     data.add_parser(sub)
     predict.add_parsers(sub)
     bench.add_parser(sub)
+    tune.add_parser(sub)
     demo.add_parser(sub)
     return p
 

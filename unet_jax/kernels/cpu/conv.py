@@ -1,5 +1,6 @@
 """CPU convolution algorithms: kernel gradients as one GEMM per tap, broadcast products for
-few-channel stems, Winograd for 3x3 convs; `choose` picks one per layer shape (`POLICY`).
+few-channel stems, Winograd for 3x3 convs; `choose` picks one per layer shape: measured on
+this machine where `tuning` holds the shape, else by `POLICY`.
 
 XLA:CPU's own kernel-gradient convolution is several times slower than these GEMMs, and its
 small-channel convolutions slower than fused products (docs/cpu-kernels.md)."""
@@ -9,7 +10,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from unet_jax.kernels.cpu import winograd
+from unet_jax.kernels.cpu import tuning, winograd
 from unet_jax.kernels.cpu.policy import POLICY
 
 
@@ -64,12 +65,12 @@ def with_tapwise_kernel_grad(op, sliding_first: bool, primal=None):
     return fn
 
 
-def _xla_conv(x, k, stride: int, padding: int):
+def xla_conv(x, k, stride: int, padding: int):
     return jax.lax.conv_general_dilated(x, k, (stride, stride), ((padding, padding),) * 2,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-conv_tapwise = with_tapwise_kernel_grad(_xla_conv, sliding_first=True)
+conv_tapwise = with_tapwise_kernel_grad(xla_conv, sliding_first=True)
 
 
 def conv_by_products(x, k, padding: int):
@@ -103,23 +104,53 @@ def inference_by(primal, differentiable):
     return fn
 
 
+def candidates(plain, x: jax.Array, k: jax.Array, stride: int, padding: int) -> dict:
+    """{name: conv(x, k)}: every algorithm that computes this conv (to float rounding)."""
+    found = {"xla": plain, "tapwise": lambda x, k: conv_tapwise(x, k, stride, padding)}
+    if x.dtype in (jnp.float32, jnp.float64):
+        if k.shape[:2] == (3, 3) and stride == 1:
+            found["winograd"] = lambda x, k: winograd.conv3x3(x, k, padding, True)
+            found["winograd_xla_dx"] = lambda x, k: winograd.conv3x3(x, k, padding, False)
+        if stride == 1 and k.shape[2] <= 2 * POLICY.stem_channels:  # measured a little wider
+            found["products"] = lambda x, k: conv_by_products(x, k, padding)
+    return found
+
+
 def choose(plain, x: jax.Array, k: jax.Array, *, stride: int, padding: int):
-    """The CPU algorithm for `plain(x, k)`, a conv with these `stride` and `padding`."""
-    tapwise = lambda x, k: conv_tapwise(x, k, stride, padding)  # noqa: E731
+    """The CPU algorithm for `plain(x, k)`, a conv with these `stride` and `padding`: the
+    measured fastest (for the forward alone, and under differentiation) where `tuning`
+    holds this shape or measures it now, else the policy's; None for XLA's own."""
+    tuning.note(x, k, stride, padding)
+    key = tuning.shape_key(x, k, stride, padding)
+    entry = tuning.tuned().get(key)
+    found = candidates(plain, x, k, stride, padding)
+    if entry is None and tuning.measuring_on_first_use():
+        entry = tuning.measure(found, x, k)
+        tuning.record({key: entry})
+    names = (entry["infer"], entry["train"]) if entry else (None, None)
+    if not set(names) <= found.keys():  # untuned, or tuned by another version's candidates
+        names = by_policy(x, k, stride=stride, padding=padding)
+    infer, train = names
+    if infer == train:
+        return None if infer == "xla" else found[infer]
+    return inference_by(found[infer], found[train])
+
+
+def by_policy(x: jax.Array, k: jax.Array, *, stride: int, padding: int) -> tuple[str, str]:
+    """The `candidates` the policy picks (thresholds measured on one processor): (forward
+    alone, under differentiation)."""
     if x.dtype not in (jnp.float32, jnp.float64):
-        return tapwise
+        return "tapwise", "tapwise"
     kh, kw, in_ch, out_ch = k.shape
     if in_ch <= POLICY.stem_channels and stride == 1:
         # Under differentiation the products would be fused into, and recomputed by, each
         # of the ~8 consumers in BatchNorm's forward and backward.
-        differentiable = plain if out_ch <= POLICY.native_output_channels else tapwise
-        return inference_by(lambda x, k: conv_by_products(x, k, padding), differentiable)
+        return "products", "xla" if out_ch <= POLICY.native_output_channels else "tapwise"
     b, h, w, _ = x.shape
     macs = b * (h + 2 * padding - 2) * (w + 2 * padding - 2) * 9 * in_ch * out_ch
     if ((kh, kw, stride) == (3, 3, 1) and in_ch >= POLICY.winograd_channels
             and macs >= POLICY.winograd_min_macs
             and max(in_ch, out_ch) > POLICY.native_output_channels):
-        input_grad = in_ch >= POLICY.winograd_input_grad_channels
-        wino = lambda x, k: winograd.conv3x3(x, k, padding, input_grad)  # noqa: E731
-        return wino if macs >= POLICY.winograd_inference_min_macs else inference_by(plain, wino)
-    return None if out_ch <= POLICY.native_output_channels else tapwise
+        wino = "winograd" if in_ch >= POLICY.winograd_input_grad_channels else "winograd_xla_dx"
+        return (wino if macs >= POLICY.winograd_inference_min_macs else "xla"), wino
+    return ("xla",) * 2 if out_ch <= POLICY.native_output_channels else ("tapwise",) * 2
