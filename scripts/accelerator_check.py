@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 # The real check: every arch at upstream widths, the bench at batch 16 x 512, 20 loop steps.
 FULL = {"archs": None, "batch": 16, "size": 512, "repeats": 3, "parity_size": 256,
         "imported": {"2d": (8, (2, 3, 96, 128)), "3d": (4, (1, 2, 32, 48, 40))},
+        "volume": (32, (2, 1, 128, 128, 128)),
         "loop": ["--size", "512", "--batch", "16", "--images", "512", "--threads", "8",
                  "--torch-workers", "8", "--steps", "20"]}
 # The dry run: the same code paths, tiny.
@@ -36,6 +37,7 @@ DRY = {"archs": {"imgseg_unet": {"base_width": 8},
                               "decoder_channels": (16, 16, 8)}},
        "batch": 2, "size": 32, "repeats": 1, "parity_size": 32,
        "imported": {"2d": (4, (2, 2, 20, 24)), "3d": (2, (1, 2, 9, 12, 10))},
+       "volume": (2, (1, 1, 12, 16, 16)),
        "loop": ["--size", "32", "--batch", "2", "--images", "8", "--threads", "1",
                 "--torch-workers", "0", "--steps", "2", "--model", '{"base_width": 8}']}
 
@@ -130,6 +132,81 @@ def bench(report: dict, deadline: float, dtype: str, torch_compile: bool, out: P
         (out / "accelerator_check.json").write_text(json.dumps(report, indent=2, default=str))
 
 
+def volume_speed(report: dict, deadline: float, plan: dict) -> None:
+    """A 3-D train step (the imported 3-D UserUNet, cross-entropy, SGD): JAX's in bf16 and fp32
+    against torch eager's (AMP bf16, fp32) on the same device. XLA's 3-D convolutions are a
+    known weak spot on GPUs."""
+    import torch
+
+    from unet_jax.parity import harness, user_nets
+
+    class Logits(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)["logits"]
+
+    width, shape = plan["volume"]
+    rows = report.setdefault("volume", [])
+    torch.manual_seed(0)
+    module = Logits(user_nets.UserUNet(in_channels=shape[1], dims=3, width=width, norm="instance"))
+    harness.randomize_weights(module, moderate=True)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    labels = rng.integers(0, 3, (shape[0], *shape[2:])).astype(np.int32)
+    for dtype in ("bfloat16", "float32"):
+        if time.time() > deadline:
+            rows.append({"dtype": dtype, "status": "not run (time)"})
+            continue
+        times = _volume_step_times(module, x, labels, dtype, plan["repeats"])
+        rows.append({"dtype": dtype, "input": "x".join(map(str, shape)), "width": width, "status": "ok",
+                     **times, "ratio": times["jax_train_s"] / times["torch_train_s"]})
+        print(f"volume {dtype}: JAX {times['jax_train_s']:.4f} s, torch {times['torch_train_s']:.4f} s",
+              flush=True)
+
+
+def _volume_step_times(module, x, labels, dtype: str, repeats: int) -> dict:
+    """Median train-step seconds of JAX (the module imported) and torch eager, and JAX's compile."""
+    import torch
+    from flax import nnx
+
+    import unet_jax
+    from unet_jax.parity import bench as B
+    from unet_jax.train import steps
+    from unet_jax.train.config import TrainConfig
+    from unet_jax.train.optimizer import make_optimizer
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = TrainConfig(arch="imported", num_classes=3, dtype=dtype, optimizer="sgd", lr=0.01, loss="ce",
+                      preprocess="none", schedule="constant")
+    model = unet_jax.import_torch(module.cpu().eval(), torch.from_numpy(x))
+    model.train()
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg, model, 1), wrt=nnx.Param)
+    train_step = steps.make_steps(cfg)[0]
+    xj, yj = jax.numpy.asarray(np.moveaxis(x, 1, -1)), jax.numpy.asarray(labels)
+    module = module.to(device).train()
+    opt = torch.optim.SGD(module.parameters(), lr=0.01)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(labels).long().to(device)
+
+    def torch_step():
+        opt.zero_grad()
+        with torch.autocast(device.type, torch.bfloat16, enabled=dtype == "bfloat16"):
+            loss = torch.nn.functional.cross_entropy(module(xt), yt)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    start = time.perf_counter()
+    jax.block_until_ready(train_step(model, optimizer, xj, yj))
+    compile_s = time.perf_counter() - start
+    jax_s, torch_s = B._median_alternating(
+        [lambda: jax.block_until_ready(train_step(model, optimizer, xj, yj)), torch_step], repeats)
+    return {"jax_train_s": jax_s, "torch_train_s": torch_s, "jax_compile_s": compile_s}
+
+
 def loop(report: dict, deadline: float, out: Path, plan: dict) -> None:
     budget = int(deadline - time.time())
     if budget < (10 if plan is DRY else 60):
@@ -181,6 +258,12 @@ def markdown(report: dict) -> str:
                   f"{loop_['torch_loop']:.0f} img/s (step-only {loop_['torch_step_only']:.0f})."]
     else:
         lines += ["", f"Training loop: {loop_.get('status', 'not run')}"]
+    for row in report.get("volume", []):
+        lines += ["", (f"3-D train step ({row['dtype']}, imported 3-D UserUNet width {row['width']}, "
+                       f"{row['input']}): JAX {row['jax_train_s']:.4f} s, torch eager "
+                       f"{'AMP ' if row['dtype'] == 'bfloat16' else ''}{row['torch_train_s']:.4f} s, "
+                       f"ratio {row['ratio']:.2f}; JAX compile {row['jax_compile_s']:.1f} s")
+                      if row["status"] == "ok" else f"3-D train step ({row['dtype']}): {row['status']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -199,9 +282,10 @@ def main() -> int:
     report = {"date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0].device_kind),
               "versions": f"jax {jax.__version__}, torch {torch.__version__}, "
                           f"Python {platform.python_version()}"}
-    share = 60 * args.minutes / 7.5  # of the default 7.5 minutes: 1.5 parity, 3.5 bf16, ...
+    share = 60 * args.minutes / 7.5  # of the default 7.5 minutes: 1.5 parity, 3 bf16, ...
     parity(report, start + 1.5 * share, plan)
-    bench(report, start + 5.0 * share, "bf16", True, args.out, plan)
+    bench(report, start + 4.5 * share, "bf16", True, args.out, plan)
+    volume_speed(report, start + 5.25 * share, plan)
     loop(report, start + 6.5 * share, args.out, plan)
     bench(report, deadline, "fp32", False, args.out, plan)
     report["seconds"] = time.time() - start

@@ -20,8 +20,10 @@ written to a temporary folder (`--root` keeps them).
 """
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
+import io
 import json
 import os
 import tempfile
@@ -172,6 +174,7 @@ def _calls(fn, calls: int) -> tuple[float, float | None]:
 def predict_rows(root: Path, sizes: Sizes, mirroring_modes, calls: int) -> list[str]:
     import torch
 
+    from unet_jax.inference import sliding_window
     from unet_jax.inference.nnunet import NnunetPredictor, open_folds
     image, _ = smooth_object(sizes.volume, seed=1)
     files, _ = write_case(root / "predict", "case_000", image)
@@ -181,6 +184,7 @@ def predict_rows(root: Path, sizes: Sizes, mirroring_modes, calls: int) -> list[
     models = open_folds(folder, [0])
     imported = time.perf_counter() - started
     voxels = float(np.prod(sizes.volume))
+    windows = len(sliding_window.windows(sizes.volume, sizes.patch, 0.5))
     rows = []
     for mirroring in mirroring_modes:
         tag = "mirrored" if mirroring else "no-mirroring"
@@ -189,29 +193,37 @@ def predict_rows(root: Path, sizes: Sizes, mirroring_modes, calls: int) -> list[
         predictor = NnunetPredictor(models, mirroring=mirroring)
         first, later = _calls(lambda p=predictor, o=ours: p.predict_files(files, o / "case_000.nii.gz"),
                               calls)
-        nn_first, nn_later = _calls(lambda t=theirs, m=mirroring: nnunet_app.nnunet_predict(
-            folder, [files], t, [0], m), calls)
+        nn_first, nn_later = _calls(lambda t=theirs, m=mirroring: _quietly(
+            nnunet_app.nnunet_predict, folder, [files], t, [0], m), calls)
         same = nnunet_app.agreement(ours, theirs)["case_000.nii.gz"][0]
-        case = f"{_shape(sizes.volume)}, patch {_shape(sizes.patch)}, {tag}"
-        rows.append(_predict_row("unet-jax NnunetPredictor", case, first, later, voxels,
-                                 f"{same:.5f} (import {imported:.1f} s)"))
-        rows.append(_predict_row("nnunetv2 nnUNetPredictor (torch eager)", case, nn_first, nn_later, voxels,
-                                 "(incl. its initialize_from_trained_model_folder)"))
+        case = f"{_shape(sizes.volume)}, patch {_shape(sizes.patch)} ({windows} windows), {tag}"
+        rows.append(_predict_row("unet-jax NnunetPredictor", case, first, later, windows, voxels,
+                                 f"agreement {same:.5f}; import of the fold {imported:.1f} s"))
+        rows.append(_predict_row("nnunetv2 nnUNetPredictor (torch eager)", case, nn_first, nn_later, windows,
+                                 voxels, "incl. its initialize_from_trained_model_folder"))
         if later and nn_later:
             rows.append(f"| ratio unet-jax / nnU-Net | {case} | {first / nn_first:.2f} | "
-                        f"{later / nn_later:.2f} | | |")
+                        f"{later / nn_later:.2f} | | | |")
         print("\n".join(rows[-3:]), flush=True)
     return rows
 
 
-def _predict_row(name: str, case: str, first: float, later: float | None, voxels: float, note: str) -> str:
+def _quietly(fn, *args):
+    """fn(*args) with its prints (nnU-Net's progress lines) swallowed."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args)
+
+
+def _predict_row(name: str, case: str, first: float, later: float | None, windows: int, voxels: float,
+                 note: str) -> str:
     steady = later if later is not None else first
     later_text = f"{later:.1f}" if later is not None else "-"
-    return f"| {name} | {case} | {first:.1f} | {later_text} | {voxels / steady / 1e6:.2f} | {note} |"
+    return (f"| {name} | {case} | {first:.1f} | {later_text} | {steady / windows:.2f} | "
+            f"{voxels / steady / 1e6:.3f} | {note} |")
 
 
 PREDICT_HEADER = ("| predictor | case, patch, mirroring | first call s | later call s (median) | "
-                  "Mvoxel/s (later) | agreement of labels / notes |\n|---|---|---|---|---|---|")
+                  "s / window (later) | Mvoxel/s (later) | notes |\n|---|---|---|---|---|---|---|")
 
 
 # --- 2. input pipeline against the train step ---------------------------------------------------

@@ -46,5 +46,8 @@ def test_dry_run_takes_every_path_of_the_gpu_run(tmp_path):
         assert [row["status"] for row in rows] == ["ok", "ok"], rows
     assert all(row["compile_train_ratio"] > 0 for row in report["bench_bf16"])  # torch.compile ran
     assert report["loop"]["jax_loop_threads1"] > 0 and report["loop"]["torch_loop"] > 0
+    assert [(r["dtype"], r["status"]) for r in report["volume"]] == [("bfloat16", "ok"), ("float32", "ok")]
+    assert all(r["jax_train_s"] > 0 and r["torch_train_s"] > 0 for r in report["volume"])
     table = (out / "accelerator_check.md").read_text()
     assert "| imported UserUNet 3d |" in table and "Training loop (imgseg_unet, 32x32" in table
+    assert "3-D train step (bfloat16, imported 3-D UserUNet width 2, 1x1x12x16x16): JAX" in table
