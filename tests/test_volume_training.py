@@ -280,6 +280,10 @@ def test_patches_force_foreground_in_the_last_third_of_each_batch(tmp_path):
     assert forced[2::3] == [True] * 3
     np.testing.assert_array_equal(val[5][0], val[5][0])  # validation patches are fixed
     assert not all(forced)  # unforced rows land anywhere: most miss a 3x3x3 cube
+    flat = volume_patches.VolumePatches([case], (8, 8), 3, 30, VolumeAugmentation.for_patch((8, 8)), seed=1)
+    for index in range(2, 30, 3):  # a 2-D configuration: forced rows on a slice through the cube
+        image, mask = flat.sample(index, np.random.default_rng(index), 2)
+        assert image.shape == (8, 8, 2) and (mask == 2).any()
 
 
 @pytest.mark.slow

@@ -167,7 +167,8 @@ def patch_lower(shape, patch, need_to_pad, rng: np.random.Generator,
 
 
 class VolumePatches:
-    """Patches of preprocessed cases as `(image (*patch, C) float32, mask (*patch) uint8)`.
+    """Patches of preprocessed cases as `(image (*patch, C) float32, mask (*patch) uint8)`;
+    a 2-D patch of 3-D cases is cut from one slice (nnU-Net's box one slice deep).
 
     Training (`augmentation` given): `sample(index, rng, row)` draws a new patch of case
     `index % cases` on every visit, forced onto foreground by its row in the batch,
@@ -204,7 +205,11 @@ class VolumePatches:
         case = self.cases[index % len(self.cases)]
         data, seg = case.arrays()
         locations = case.locations() if forced_foreground(row, self.batch_size) else None
-        box = patch_lower(seg.shape, self.box, self.need_to_pad, rng, locations)
+        if len(self.patch_size) == seg.ndim - 1:  # a 2-D configuration: a box one slice deep
+            box = patch_lower(seg.shape, (1, *self.box), (0, *self.need_to_pad), rng, locations)
+            data, seg, box = data[:, box[0]], seg[box[0]], box[1:]
+        else:
+            box = patch_lower(seg.shape, self.box, self.need_to_pad, rng, locations)
         lower = [b + n // 2 for b, n in zip(box, self.need_to_pad)]  # the patch at the box's centre
         transform = self.augmentation if augmented else self.crop
         image, mask = transform.spatial(data, seg, lower, rng)
