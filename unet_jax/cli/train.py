@@ -20,6 +20,8 @@ def add_flags(parser, arch: str = "") -> None:
                 "num_classes": f"{DEFAULT_CLASSES} unless --init-from has another count",
                 **{k: f"{v!r} for {name}" for k, v in registry.train_defaults(name).items()}}
     for f in dataclasses.fields(TrainConfig):
+        if f.name == "given":  # filled from the flags themselves
+            continue
         flag, default = "--" + f.name.replace("_", "-"), TrainConfig.__dataclass_fields__[f.name]
         value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
         shown = resolved.get(f.name, repr(value))
@@ -63,7 +65,7 @@ def model_options(given: list[str], parse_value) -> dict:
 def config_from_args(args, parse_value) -> TrainConfig:
     values = {}
     for f in dataclasses.fields(TrainConfig):
-        given = getattr(args, f.name)
+        given = getattr(args, f.name, None)
         if given is None:
             continue
         if f.name == "model":
@@ -75,7 +77,7 @@ def config_from_args(args, parse_value) -> TrainConfig:
             raise ValueError(f"--set {key}: no such field; fields: "
                              f"{', '.join(TrainConfig.__dataclass_fields__)}")
         values[key] = parse_value(value)
-    return TrainConfig(**values)
+    return TrainConfig(**values, given=tuple(sorted(values)))
 
 
 def cmd_train(args) -> int:

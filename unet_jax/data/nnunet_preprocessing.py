@@ -61,19 +61,23 @@ def target_spacing(config: dict, spacing) -> list[float]:
 READERS = ("SimpleITKIO", "NibabelIO")  # readers that keep the file's voxel order
 
 
-def check_supported(plans: dict, config: dict, name: str) -> None:
-    """PlansError for the preprocessing options this reproduction does not cover."""
+def check_supported(plans: dict, config: dict, name: str, training: bool = False) -> None:
+    """PlansError for the preprocessing options this reproduction does not cover (the label
+    maps' resampling too when `training`)."""
     problems = []
     reader = plans.get("image_reader_writer", "SimpleITKIO")
     if reader not in READERS:
         problems.append(f"the reader {reader!r} (it reorients or reads other files)")
-    for key in ("resampling_fn_data", "resampling_fn_seg", "resampling_fn_probabilities"):
+    for key in ("resampling_fn_data", "resampling_fn_probabilities",
+                *(("resampling_fn_seg",) if training else ())):
         if config.get(key) != "resample_data_or_seg_to_shape":
             problems.append(f"{key} {config.get(key)!r}")
         kwargs = config.get(key + "_kwargs", {})
         if "force_separate_z" not in kwargs or kwargs["force_separate_z"] is not None or not {
                 "order", "order_z"} <= kwargs.keys():
             problems.append(f"{key}_kwargs {kwargs} (order, order_z and force_separate_z None expected)")
+    if training and config.get("resampling_fn_seg_kwargs", {}).get("order_z", 0) != 0:
+        problems.append("resampling_fn_seg_kwargs order_z other than 0")
     stats = plans.get("foreground_intensity_properties_per_channel", {})
     for c, scheme in enumerate(config.get("normalization_schemes", ())):
         if scheme == "CTNormalization" and not {"mean", "std", "percentile_00_5", "percentile_99_5"} <= \
@@ -156,6 +160,6 @@ def preprocess(data: np.ndarray, spacing, plans: dict, config: dict, seg: np.nda
     kwargs = config["resampling_fn_data_kwargs"]
     data = resample(data, shape, spacing, target, kwargs["order"], kwargs["order_z"])
     if seg is not None:
-        kwargs = config.get("resampling_fn_seg_kwargs", {"order": 1, "order_z": 0})
+        kwargs = config["resampling_fn_seg_kwargs"]
         seg = resample_seg(seg, shape, spacing, target, kwargs["order"], kwargs["order_z"])
     return Prepared(np.ascontiguousarray(data, np.float32), spacing, before, bbox, after, seg)

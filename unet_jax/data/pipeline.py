@@ -16,12 +16,12 @@ def epoch_samples(dataset: Dataset, batch_size: int, *, epoch: int, seed: int,
     process_count), so a process reads only its own. The last partial batch is dropped.
     `augment(image, mask, rng)` transforms each sample with a generator seeded by
     (seed, epoch, position in the epoch). A dataset that draws its samples (volume patches:
-    a `sample(index, rng, row)` method) is asked for a new one with that generator and the
-    sample's row in the global batch instead."""
+    `sample(index, rng, row)`) is asked for a new one with that generator and the
+    sample's row in the global batch instead (`draws_samples`)."""
     if len(dataset) < batch_size:
         raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch "
                          f"of {batch_size}")
-    drawn = hasattr(dataset, "sample")
+    drawn = getattr(dataset, "draws_samples", False)
     order = grain.MapDataset.range(len(dataset)) if drawn else grain.MapDataset.source(dataset)
     if shuffle:
         order = order.shuffle(seed=seed + epoch)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,54 +60,72 @@ def foreground_locations(seg: np.ndarray, labels: list[int]) -> dict[int, np.nda
     return found
 
 
-def cache_folder(plans: dict, configuration: str, config: dict, cases: list[VolumeCase]) -> Path:
-    """Where the cases preprocessed for `configuration` live: keyed by everything the result
-    depends on (the configuration, the plans' axes and intensity statistics, each file's
-    path, size and modification time)."""
+CACHE_VERSION = 1  # raised when the preprocessing code changes what it writes
+
+
+def cache_folder(plans: dict, configuration: str, config: dict, labels: list[int]) -> Path:
+    """Where the cases preprocessed for `configuration` live: keyed by everything but the
+    files that the result depends on (the configuration, the plans' axes and intensity
+    statistics, the foreground labels, this code's version); each case's files are checked
+    by its stamp."""
     facts = {"configuration": config, "transpose": plans.get("transpose_forward"),
              "intensities": plans.get("foreground_intensity_properties_per_channel"),
-             "files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns]
-                       for case in cases for p in (*case.images, case.label) if p is not None]}
+             "labels": labels, "version": CACHE_VERSION}
     key = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
     return root / f"{plans.get('dataset_name', 'dataset')}_{configuration}_{key}"
 
 
+def _stamp(case: VolumeCase) -> str:
+    """The case's files as they are now: path, size and modification time of each."""
+    return json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns]
+                       for p in (*case.images, case.label) if p is not None])
+
+
 def prepare_cases(cases: list[VolumeCase], plans: dict, configuration: str, config: dict,
                   foreground: list[int], threads: int = 2) -> list[CachedCase]:
-    """Every case preprocessed once into the cache (reused while its inputs are unchanged);
-    files written whole before they are named, so an interrupted run leaves no half case."""
-    folder = cache_folder(plans, configuration, config, cases)
+    """Every case preprocessed once into the cache (reused while its files are unchanged,
+    for every fold); each file written whole under a name of its own before it is renamed,
+    the stamp last, so an interrupted run or a second process leaves no half case."""
+    folder = cache_folder(plans, configuration, config, foreground)
     folder.mkdir(parents=True, exist_ok=True)
+    allowed = {0, *foreground}
 
     def one(case: VolumeCase) -> CachedCase:
         cached = CachedCase(case.name, folder / f"{case.name}.npy", folder / f"{case.name}_seg.npy",
                             folder / f"{case.name}_locations.npz")
-        if all(p.is_file() for p in (cached.data_file, cached.seg_file, cached.locations_file)):
+        stamp, stamp_file = _stamp(case), folder / f"{case.name}.stamp"
+        if stamp_file.is_file() and stamp_file.read_text() == stamp:
             return cached
         if case.label is None:
             raise ValueError(f"case {case.name} has no label file: training needs labelsTr/{case.name}")
         image = nifti.read_case(list(case.images))
         label = nifti.read_case([case.label]).data
-        if not np.array_equal(label, np.round(label)) or label.min() < 0:
-            raise ValueError(f"{case.label}: label values must be non-negative integers")
-        prepared = preprocess(image.data, image.spacing, plans, config, label.astype(np.int16))
+        values = set(np.unique(label).tolist())
+        if values - allowed:
+            raise ValueError(f"{case.label}: label values {sorted(values - allowed)[:8]} are not among "
+                             f"dataset.json's labels {sorted(allowed)}")
+        try:
+            prepared = preprocess(image.data, image.spacing, plans, config, label.astype(np.int16))
+        except ValueError as e:
+            raise ValueError(f"case {case.name}: {e}") from None
         seg = prepared.seg[0]
-        _write(cached.data_file, lambda f: np.save(f, prepared.data))
-        _write(cached.seg_file, lambda f: np.save(f, seg))
+        _write(folder, cached.data_file, lambda f: np.save(f, prepared.data))
+        _write(folder, cached.seg_file, lambda f: np.save(f, seg))
         locations = foreground_locations(seg, foreground)
-        _write(cached.locations_file, lambda f: np.savez(f, **{str(k): v for k, v in locations.items()}))
+        _write(folder, cached.locations_file,
+               lambda f: np.savez(f, **{str(k): v for k, v in locations.items()}))
+        _write(folder, stamp_file, lambda f: f.write(stamp.encode()))
         return cached
 
     with ThreadPoolExecutor(max(threads, 1)) as pool:
         return list(pool.map(one, cases))
 
 
-def _write(path: Path, save) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
+def _write(folder: Path, path: Path, save) -> None:
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=path.name, suffix=".partial", delete=False) as f:
         save(f)
-    os.replace(partial, path)
+    os.replace(f.name, path)
 
 
 def fold_split(names: list[str], fold: int, folds: int = 5, seed: int = 12345
@@ -134,14 +153,22 @@ def split_of(names: list[str], fold: int, splits_file: Path | None) -> tuple[lis
     of {"train", "val"}) when there is one, else nnU-Net's default split."""
     if splits_file is None or not splits_file.is_file():
         return fold_split(names, fold)
-    splits = json.loads(splits_file.read_text())
-    if not 0 <= fold < len(splits):
-        raise ValueError(f"{splits_file} has folds 0..{len(splits) - 1}, not {fold}")
-    train, val = list(splits[fold]["train"]), list(splits[fold]["val"])
+    try:
+        splits = json.loads(splits_file.read_text())
+        train, val = list(splits[fold]["train"]), list(splits[fold]["val"])
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{splits_file} is not readable nnU-Net splits ({e})") from e
+    except (IndexError, KeyError, TypeError):
+        raise ValueError(f"{splits_file} has no fold {fold} with 'train' and 'val' lists") from None
     unknown = sorted(set(train + val) - set(names))
     if unknown:
         raise ValueError(f"{splits_file} names cases the data lacks: {', '.join(unknown[:5])}")
-    return train, val
+    both = sorted(set(train) & set(val))
+    if both:
+        raise ValueError(f"{splits_file} fold {fold} has cases in train and val: {', '.join(both[:5])}")
+    if not train or not val:
+        raise ValueError(f"{splits_file} fold {fold} has an empty {'train' if not train else 'val'} list")
+    return list(dict.fromkeys(train)), list(dict.fromkeys(val))
 
 
 def forced_foreground(row: int, batch_size: int) -> bool:
@@ -175,11 +202,13 @@ class VolumePatches:
     augmented; there are `steps * batch_size` of them an epoch. Validation: item i is a
     fixed patch (seeded by i, the same rows forced, no augmentation), as many as asked."""
 
+    draws_samples = True  # the input pipeline asks `sample` for each visit (unet_jax.data.pipeline)
+
     def __init__(self, cases: list[CachedCase], patch_size, batch_size: int, length: int,
                  augmentation: VolumeAugmentation | None, *, seed: int = 0,
                  ignore: tuple[int, int] | None = None):
         if not cases:
-            raise ValueError("no cases to draw patches from")
+            raise ValueError("no cases to draw patches from (an empty split)")
         self.cases, self.patch_size, self.batch_size = cases, tuple(patch_size), batch_size
         self.length, self.augmentation, self.seed, self.ignore = length, augmentation, seed, ignore
         self.crop = VolumeAugmentation.for_patch(self.patch_size, p_rotation=0.0, p_scaling=0.0)
@@ -210,7 +239,8 @@ class VolumePatches:
             data, seg, box = data[:, box[0]], seg[box[0]], box[1:]
         else:
             box = patch_lower(seg.shape, self.box, self.need_to_pad, rng, locations)
-        lower = [b + n // 2 for b, n in zip(box, self.need_to_pad)]  # the patch at the box's centre
+        # the patch centred on the box's centre voxel, as nnU-Net's crop_tensor
+        lower = [b + n // 2 - p // 2 for b, n, p in zip(box, self.box, self.patch_size)]
         transform = self.augmentation if augmented else self.crop
         image, mask = transform.spatial(data, seg, lower, rng)
         if augmented:

@@ -63,6 +63,7 @@ class TrainConfig:
     coordinator: str = ""  # multi-host: coordinator host:port (or JAX's environment variables)
     num_processes: int = 0  # multi-host: number of processes (0: from the environment)
     process_id: int = -1  # multi-host: this process (-1: from the environment)
+    given: tuple = ()  # the fields set on the command line (volumes keep these, not nnU-Net's defaults)
 
     def __post_init__(self):
         choices = {"optimizer": ("sgd", "adam", "adamw"), "dtype": ("float32", "bfloat16"),

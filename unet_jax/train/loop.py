@@ -47,7 +47,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         cfg, source = resolve(cfg)
         model, init_lines = make_model(cfg, source)
         train_set, val_set = make_datasets(cfg, registry.uniform_option(model, "in_channels"))
-    if cfg.bad_files == "skip" and not hasattr(train_set, "sample"):  # volumes: every file read first
+    if cfg.bad_files == "skip" and not getattr(train_set, "draws_samples", False):
         train_set, val_set = (skipping_bad_files(d, name, cfg.data_threads)
                               for d, name in ((train_set, "train"), (val_set, "val")))
     preflight(cfg, model, {"train": train_set, "val": val_set})

@@ -36,6 +36,7 @@ NNUNET_DEFAULTS = {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.99, "nesterov":
                    "weight_decay": 3e-5, "schedule": "poly_epoch", "clip_norm": 12.0,
                    "warmup_epochs": 0.0}  # nnUNetTrainer's, taken where a field is left at its default
 UNSET = {"lr": 0.0, "warmup_epochs": -1.0}  # TrainConfig's "from the arch" values
+IMAGE_ONLY = {"image_size": 0, "augment": "", "out_of_range": "error", "bad_files": "error"}
 
 
 def volume_layout(data: str) -> volume_layouts.VolumeLayout | None:
@@ -128,7 +129,7 @@ def training_network(source: NnunetSource, seed: int, dtype: str = "float32") ->
             return list(reversed(network_class.forward(self, x)))
 
     CoarsestFirst.__name__ = CoarsestFirst.__qualname__ = network_class.__name__
-    module.__class__ = CoarsestFirst
+    module.__class__ = CoarsestFirst  # the same state_dict names; torch.export traces this forward
     patch = tuple(entry["patch_size"])
     origin = {"kind": "nnunet", "configuration": source.configuration, "fold": "trained",
               "inference_allowed_mirroring_axes": list(range(len(patch))), "trainer": "unet-jax",
@@ -147,7 +148,11 @@ def setup(cfg: TrainConfig):
         raise ValueError(f"{cfg.data}: " + "; ".join(layout.problems[:10]))
     source = nnunet_source(cfg, layout)
     config = configuration(source.plans, source.configuration)
-    check_supported(source.plans, config, source.configuration)
+    check_supported(source.plans, config, source.configuration, training=True)
+    ignored = [f"--{k.replace('_', '-')}" for k, unset in IMAGE_ONLY.items() if getattr(cfg, k) != unset]
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)} do not apply to volumes: the patch size is the plans', "
+                         "the augmentation nnU-Net's, and every case file is read before the first step")
     labels = {k: v for k, v in source.dataset["labels"].items() if k != "ignore"}
     if any(isinstance(v, list | tuple) and len(v) > 1 for v in labels.values()):
         raise ValueError("dataset.json defines regions: region-based training (nnU-Net's DC_and_BCE_loss) "
@@ -161,6 +166,9 @@ def setup(cfg: TrainConfig):
     model = training_network(source, cfg.seed)
     patch = tuple(config["patch_size"])
     heads = len(outputs.heads(nnx.eval_shape(lambda: model(jnp.zeros((1, *patch, len(layout.channels)))))))
+    if heads < 2:
+        raise ValueError(f"the {source.configuration} network has {heads} output: nnU-Net's deep "
+                         "supervision needs a network of at least two stages")
     given = cfg
     cfg = with_nnunet_defaults(cfg, config, segmentation_heads(source.dataset), heads)
     taken = [f"{k} {getattr(cfg, k)}" for k in (*NNUNET_DEFAULTS, "loss", "batch_size")
@@ -178,7 +186,9 @@ def setup(cfg: TrainConfig):
     augmentation = dataclasses.replace(VolumeAugmentation.for_patch(patch), mask_channels=masked)
     train = VolumePatches([cached[n] for n in train_names], patch, cfg.batch_size,
                           cfg.steps_per_epoch * cfg.batch_size, augmentation, seed=cfg.seed, ignore=ignore)
-    val = VolumePatches([cached[n] for n in val_names], patch, cfg.batch_size, cfg.val_samples, None,
+    # whole batches: a padded row's Dice would count as perfect in the validation loss
+    val_samples = -(-cfg.val_samples // cfg.batch_size) * cfg.batch_size
+    val = VolumePatches([cached[n] for n in val_names], patch, cfg.batch_size, val_samples, None,
                         seed=cfg.seed + 1, ignore=ignore)
     lines = [f"nnU-Net {source.configuration} network ({type(model).__name__} of "
              f"{config['architecture']['network_class_name'].rpartition('.')[2]}, {heads} heads), "
@@ -191,13 +201,14 @@ def setup(cfg: TrainConfig):
 
 
 def with_nnunet_defaults(cfg: TrainConfig, config: dict, classes: int, heads: int) -> TrainConfig:
-    """`cfg` with nnUNetTrainer's choices where a field is left at its default: SGD (lr 1e-2,
+    """`cfg` with nnUNetTrainer's choices for the fields left at their defaults (and not in
+    `cfg.given`, the command line's): SGD (lr 1e-2,
     momentum 0.99, Nesterov, weight decay 3e-5), poly per epoch, gradients clipped at 12,
     DC + CE (batch Dice as the plans say) over the heads with nnU-Net's weights, the plans'
     batch size (rounded up to the devices)."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     filled = {k: v for k, v in NNUNET_DEFAULTS.items()
-              if getattr(cfg, k) == UNSET.get(k, defaults[k])}
+              if k not in cfg.given and getattr(cfg, k) == UNSET.get(k, defaults[k])}
     filled["arch"] = "imported"
     filled["num_classes"] = cfg.num_classes or classes
     filled["preprocess"] = cfg.preprocess or "none"  # the cases are normalised by the plans

@@ -51,7 +51,7 @@ def tuning_file() -> Path | None:
     return Path(path) if path else None
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1)
 def _read(path: Path | None, stamp: float) -> dict:
     """The file's entries for this CPU ({shape key: {"infer": name, "train": name, ...}})."""
     if path is None or not path.is_file():
