@@ -197,6 +197,7 @@ def predict_rows(root: Path, sizes: Sizes, mirroring_modes, calls: int) -> list[
             nnunet_app.nnunet_predict, folder, [files], t, [0], m), calls)
         same = nnunet_app.agreement(ours, theirs)["case_000.nii.gz"][0]
         case = f"{_shape(sizes.volume)}, patch {_shape(sizes.patch)} ({windows} windows), {tag}"
+        before = len(rows)
         rows.append(_predict_row("unet-jax NnunetPredictor", case, first, later, windows, voxels,
                                  f"agreement {same:.5f}; import of the fold {imported:.1f} s"))
         rows.append(_predict_row("nnunetv2 nnUNetPredictor (torch eager)", case, nn_first, nn_later, windows,
@@ -204,7 +205,7 @@ def predict_rows(root: Path, sizes: Sizes, mirroring_modes, calls: int) -> list[
         if later and nn_later:
             rows.append(f"| ratio unet-jax / nnU-Net | {case} | {first / nn_first:.2f} | "
                         f"{later / nn_later:.2f} | | | |")
-        print("\n".join(rows[-3:]), flush=True)
+        print("\n".join(rows[before:]), flush=True)
     return rows
 
 
