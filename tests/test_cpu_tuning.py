@@ -30,7 +30,8 @@ def _xla_conv_traced(x, k) -> bool:
 
 
 @pytest.mark.slow
-def test_tune_records_every_conv_shape_of_an_arch(tuning_file, capsys):
+def test_tune_records_every_conv_shape_of_an_arch(tuning_file, capsys, monkeypatch):
+    monkeypatch.setattr(tuning, "REPEATS", 1)  # the timings' values are not under test
     assert main(["tune", "--arch", "imgseg_unet", "--size", "32", "--batch", "1",
                  "--model", "base_width=4"]) == 0
     entries = json.loads(tuning_file.read_text())[tuning.cpu_key()]
@@ -41,7 +42,9 @@ def test_tune_records_every_conv_shape_of_an_arch(tuning_file, capsys):
         assert entry["infer"] in entry["times"] and entry["train"] in entry["times"]
         assert all(t > 0 for pair in entry["times"].values() for t in pair)
     out = capsys.readouterr().out
-    assert "sum over shapes" in out and out.count("| x1x") == len(keys)
+    assert out.count("| x1x") == len(keys) and out.count("whole network") == 2
+    kept = [line.rpartition("kept the ")[2] for line in out.splitlines() if "whole network" in line]
+    assert set(kept) <= {"measured's", "policy's"}
 
 
 def test_a_tuned_shape_runs_the_measured_algorithm_with_the_same_numbers(tuning_file):

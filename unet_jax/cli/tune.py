@@ -23,21 +23,19 @@ def run(args) -> int:
         raise ValueError(f"${tuning.ENV_FILE} is empty: there is no tuning file to record in")
     print(f"cpu:     {tuning.cpu_key()}")
     print(f"file:    {tuning.tuning_file()}")
-    print("| conv (input, kernel, dtype, stride, padding) | forward: measured (policy) | "
-          "forward + gradients: measured (policy) |")
+    print("| conv (input, kernel, dtype, stride, padding) | forward alone: fastest (policy's) | "
+          "forward + gradients alone: fastest (policy's) |")
     print("|---|---|---|")
-    total = {"measured": [0.0, 0.0], "policy": [0.0, 0.0]}
-    for key, entry, policy in cpu_tuning.tune(args.arch, args.size, args.batch, args.dtype,
-                                              **parse_sets(args.model)):
+    result = cpu_tuning.tune(args.arch, args.size, args.batch, args.dtype, **parse_sets(args.model))
+    for key, entry, policy in result["shapes"]:
         times = entry["times"]
-        cells = []
-        for mode, (chosen, by_policy) in enumerate(zip((entry["infer"], entry["train"]), policy)):
-            total["measured"][mode] += times[chosen][mode]
-            total["policy"][mode] += times[by_policy][mode]
-            cells.append(f"{chosen} {1e3 * times[chosen][mode]:.2f} ms ({by_policy} "
-                         f"{1e3 * times[by_policy][mode]:.2f} ms)")
+        pairs = zip((entry["infer"], entry["train"]), policy)
+        cells = [f"{a} {1e3 * times[a][mode]:.2f} ms ({b} {1e3 * times[b][mode]:.2f} ms)"
+                 for mode, (a, b) in enumerate(pairs)]
         print(f"| {key.removeprefix('conv2d ')} | {cells[0]} | {cells[1]} |")
-    m, p = total["measured"], total["policy"]
-    print(f"sum over shapes: forward {1e3 * m[0]:.1f} ms (policy {1e3 * p[0]:.1f}), "
-          f"forward + gradients {1e3 * m[1]:.1f} ms (policy {1e3 * p[1]:.1f}); recorded for this CPU")
+    for mode, label in (("infer", "forward"), ("train", "forward + gradients")):
+        times = result["network"][mode]
+        print(f"whole network, {label}: measured choices {1e3 * times['measured']:.1f} ms, policy's "
+              f"{1e3 * times['policy']:.1f} ms: kept the {result['kept'][mode]}'s")
+    print("recorded for this CPU")
     return 0

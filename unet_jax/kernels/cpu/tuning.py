@@ -62,10 +62,26 @@ def _read(path: Path | None, stamp: float) -> dict:
         return {}  # a damaged file tunes nothing: the policy applies
 
 
+_TRIAL: dict | None = None  # entries tried instead of the file's (`trying`)
+
+
 def tuned() -> dict:
+    if _TRIAL is not None:
+        return _TRIAL
     path = tuning_file()
     stamp = path.stat().st_mtime_ns if path is not None and path.is_file() else 0
     return _read(path, stamp)
+
+
+@contextlib.contextmanager
+def trying(entries: dict):
+    """Trace with `entries` as the tuned shapes (and no others), not the file's."""
+    global _TRIAL
+    before, _TRIAL = _TRIAL, entries
+    try:
+        yield
+    finally:
+        _TRIAL = before
 
 
 def record(entries: dict) -> None:
@@ -107,7 +123,7 @@ def note(x, k, stride: int, padding: int) -> None:
                       stride, padding))
 
 
-def _timed(fn, *args) -> float:
+def median_seconds(fn, *args) -> float:
     """Median seconds of `fn(*args)` after one warm-up call (compilation)."""
     jax.block_until_ready(fn(*args))
     times = []
@@ -129,7 +145,7 @@ def measure(candidates: dict, x, k) -> dict:
         for name, conv in candidates.items():
             forward = jax.jit(conv)
             train = jax.jit(jax.grad(lambda a, b, conv=conv: jnp.sum(conv(a, b) ** 2), argnums=(0, 1)))
-            times[name] = [_timed(forward, xs, ks), _timed(train, xs, ks)]
+            times[name] = [median_seconds(forward, xs, ks), median_seconds(train, xs, ks)]
     return {"infer": min(times, key=lambda n: times[n][0]),
             "train": min(times, key=lambda n: times[n][1]),
             "times": {n: [round(a, 6), round(b, 6)] for n, (a, b) in times.items()}}
