@@ -196,7 +196,7 @@ def setup(cfg: TrainConfig):
              f"cases: {len(train_names)} train, {len(val_names)} validation (fold {cfg.fold}); "
              f"preprocessed in {cached[train_names[0]].data_file.parent}"]
     if taken:
-        lines.append("nnU-Net's training defaults (for options left at unet-jax's): " + ", ".join(taken))
+        lines.append("nnU-Net's training defaults (options not given): " + ", ".join(taken))
     return cfg, model, lines, train, val
 
 
