@@ -53,7 +53,9 @@ def preflight(cfg: TrainConfig, model: nnx.Module, splits: dict) -> None:
         x = jax.ShapeDtypeStruct((1, *size, channels), jnp.float32)
         jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x)
     except ValueError as e:
-        problems.append(f"input size {'x'.join(map(str, size))}: {e}")
+        given = (f"image_size {cfg.image_size}" if not hasattr(splits["train"], "patch_size")
+                 else f"patch {'x'.join(map(str, size))}")
+        problems.append(f"{given}: {e}")
     if processes > 1 and cfg.batch_size % processes:
         problems.append(f"batch_size {cfg.batch_size} must split evenly over {processes} processes")
     if problems:
