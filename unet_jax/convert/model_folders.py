@@ -29,13 +29,13 @@ NATIVE_ENCODERS = ("resnet18", "resnet34", "resnet50")
 def smp_needs_import(folder: Path) -> bool:
     """A save_pretrained folder that the native smp_unet / smp_unetplusplus do not take
     (another architecture or encoder, or smp's classification head)."""
-    config = _read_json(folder / smp_hub.CONFIG)
+    config = read_json(folder / smp_hub.CONFIG)
     return (config.get("_model_class") not in smp_hub.MODEL_CLASSES
             or config.get("encoder_name", "resnet34") not in NATIVE_ENCODERS
             or config.get("aux_params") is not None)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -46,7 +46,7 @@ def import_smp_folder(folder: Path) -> nnx.Module:
     """An smp save_pretrained folder of any architecture, built by smp and imported."""
     import torch
     smp = import_smp()
-    config = _read_json(folder / smp_hub.CONFIG)
+    config = read_json(folder / smp_hub.CONFIG)
     try:
         module = smp.from_pretrained(str(folder)).eval()
     except Exception as e:  # noqa: BLE001 (smp raises what its constructors raise)
@@ -109,7 +109,7 @@ def import_nnunet_folder(folder: Path, folds=None) -> dict[str, nnx.Module]:
     checkpoint_best.pth per fold), each recording the configuration, its mirroring axes and
     the plans."""
     import torch
-    plans, dataset = _read_json(folder / "plans.json"), _read_json(folder / "dataset.json")
+    plans, dataset = read_json(folder / "plans.json"), read_json(folder / "dataset.json")
     models = {}
     for fold_dir in sorted(p for p in folder.glob("fold_*") if p.is_dir()):
         fold = fold_dir.name.removeprefix("fold_")

@@ -4,7 +4,6 @@ whole network's forward and gradient timed with the measured choices against the
 and for each of the two the faster set recorded for this machine: a conv that wins alone
 can lose inside a network (fusion, memory traffic), so only the whole-network winner counts."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -16,18 +15,9 @@ from unet_jax.kernels.cpu import conv, tuning
 from unet_jax.models import outputs
 
 
-def conv_shapes(arch: str, size: int, batch: int, dtype: str = "float32", **options) -> list[tuple]:
-    """The distinct (x, k, stride, padding) of every conv2d the arch's forward and gradient
-    trace at batch x size x size (the arch's nearest valid size) in `dtype`."""
-    if not cpu.enabled():
-        raise ValueError("the CPU kernels are off (UNET_JAX_CPU_KERNELS=0, or JAX does not run on the "
-                         "CPU): there is nothing to tune")
-    model = create_model(arch, **options)
-    model.train()
-    side = registry.get_arch(arch).sizes.nearest(size)
-    channels = registry.uniform_option(model, "in_channels")
-    x = jax.ShapeDtypeStruct((batch, side, side, channels), jnp.dtype(dtype))
-
+def conv_shapes(model, x) -> list[tuple]:
+    """The distinct (x, k, stride, padding) of every conv2d the model's forward and gradient
+    trace for input `x` (an array or its shape and dtype)."""
     with tuning.recording() as seen:  # as a train step differentiates (BatchNorm statistics updated)
         nnx.eval_shape(lambda m, x: nnx.grad(_loss)(m, x), model, x)
     distinct = {}
@@ -44,7 +34,7 @@ def tune(arch: str, size: int, batch: int, dtype: str = "float32", **options) ->
     "policy": s}}, "kept": {mode: "measured" | "policy"}}."""
     model, x = _network(arch, size, batch, dtype, **options)
     shapes = []
-    for xs, k, stride, padding in conv_shapes(arch, size, batch, dtype, **options):
+    for xs, k, stride, padding in conv_shapes(model, x):
         key = tuning.shape_key(xs, k, stride, padding)
         plain = lambda a, b, s=stride, p=padding: conv.xla_conv(a, b, s, p)  # noqa: E731
         entry = tuning.measure(conv.candidates(plain, xs, k, stride, padding), xs, k)
@@ -66,6 +56,10 @@ def tune(arch: str, size: int, batch: int, dtype: str = "float32", **options) ->
 
 
 def _network(arch: str, size: int, batch: int, dtype: str, **options):
+    """The arch in training mode and a random input batch x size x size (its nearest valid size)."""
+    if not cpu.enabled():
+        raise ValueError("the CPU kernels are off (UNET_JAX_CPU_KERNELS=0, or JAX does not run on the "
+                         "CPU): there is nothing to tune")
     model = create_model(arch, **options)
     model.train()
     side = registry.get_arch(arch).sizes.nearest(size)

@@ -5,7 +5,6 @@ model's weights), the cases preprocessed by the plans, patches and augmentation 
 remat, checkpoints and workdir are `unet_jax.train`'s, as for images."""
 
 import dataclasses
-import json
 from pathlib import Path
 
 import jax
@@ -19,6 +18,7 @@ from unet_jax.convert.model_folders import (
     module_channels,
     nnunet_network,
     read_fold,
+    read_json,
     segmentation_heads,
 )
 from unet_jax.convert.torch_export import import_torch
@@ -66,13 +66,6 @@ class NnunetSource:
     splits_file: Path | None
 
 
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not readable JSON ({e})") from e
-
-
 def nnunet_source(cfg: TrainConfig, layout: volume_layouts.VolumeLayout) -> NnunetSource:
     """The network source `cfg.init_from` names: an nnU-Net plans file (train from scratch;
     `--model configuration=NAME`), an nnU-Net trained-model folder (fold `cfg.fold`'s
@@ -89,7 +82,7 @@ def nnunet_source(cfg: TrainConfig, layout: volume_layouts.VolumeLayout) -> Nnun
     named = cfg.model.get("configuration")
     dataset = {"channel_names": layout.channels, "labels": layout.labels}
     if path.is_file() and path.suffix == ".json":
-        plans = _json(path)
+        plans = read_json(path)
         if "configurations" not in plans:
             raise ValueError(f"{path} is not nnU-Net plans (no 'configurations')")
         name = named or next((c for c in ("3d_fullres", "2d") if c in plans["configurations"]), None)
@@ -102,8 +95,8 @@ def nnunet_source(cfg: TrainConfig, layout: volume_layouts.VolumeLayout) -> Nnun
             raise ValueError(f"{path} has no fold_{cfg.fold} checkpoint (it has {', '.join(folds)}): "
                              "choose --fold")
         _, state, name = found
-        return NnunetSource(_json(path / "plans.json"), _json(path / "dataset.json"), named or name, state,
-                            f"{path} fold_{cfg.fold}", None)
+        return NnunetSource(read_json(path / "plans.json"), read_json(path / "dataset.json"), named or name,
+                            state, f"{path} fold_{cfg.fold}", None)
     model = sources.load(path, which="latest")
     origin = nnunet_origin(model)
     return NnunetSource(origin["plans"], origin["dataset"], named or origin["configuration"],
